@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# Build the local cluster's pinned binaries through the Go module proxy.
+#
+# No release download site is reachable from our machines, so etcd, the
+# Kubernetes control plane, kubectl, helm and kwok are compiled from their
+# Go modules. The result is cached outside the repository, keyed by the
+# versions, and reused by every later run (and by CI on the same machine).
+#
+# Prints the binary folder on its last line of stdout.
+# Binaries found in $KUBEBUILDER_ASSETS (envtest's convention) are used
+# instead of building them.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=versions.env
+source "$here/versions.env"
+
+key="k8s-${K8S_VERSION}_etcd-${ETCD_VERSION}_helm-${HELM_VERSION}_kwok-${KWOK_VERSION}"
+cache_root=${MSO_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/modelservice-operator}
+out="$cache_root/cluster/$key"
+bin="$out/bin"
+mkdir -p "$bin"
+log() { echo "[build-binaries] $*" >&2; }
+
+have() { [ -x "$bin/$1" ]; }
+from_assets() {
+  # envtest's KUBEBUILDER_ASSETS holds etcd, kube-apiserver and kubectl.
+  local name=$1
+  if [ -n "${KUBEBUILDER_ASSETS:-}" ] && [ -x "$KUBEBUILDER_ASSETS/$name" ]; then
+    ln -sf "$KUBEBUILDER_ASSETS/$name" "$bin/$name"
+    return 0
+  fi
+  return 1
+}
+
+export GOFLAGS=-mod=mod
+export CGO_ENABLED=0
+build_date=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+
+build_kubernetes() {
+  local wanted=() c
+  for c in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+    have "$c" || from_assets "$c" || wanted+=("$c")
+  done
+  [ ${#wanted[@]} -eq 0 ] && return 0
+  log "building ${wanted[*]} ${K8S_VERSION} (cold: tens of minutes on 2 cores)"
+  local mod="$out/src/kubernetes"
+  mkdir -p "$mod"
+  local gomod
+  gomod=$(cd "$mod" && go mod download -json "k8s.io/kubernetes@${K8S_VERSION}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')
+  local staging=${K8S_VERSION/v1./v0.}
+  {
+    echo "module local/cluster-binaries/kubernetes"
+    echo
+    grep -E '^go [0-9]' "$gomod"
+    grep -E '^godebug' "$gomod" || true
+    echo
+    echo "require k8s.io/kubernetes ${K8S_VERSION}"
+    echo
+    # k8s.io/kubernetes points its staging modules at local paths; pin
+    # each one it requires as v0.0.0 to the matching published release.
+    grep -E '^\s+k8s\.io/[a-z0-9-]+ v0\.0\.0\s*$' "$gomod" | awk -v v="$staging" '{print "replace " $1 " => " $1 " " v}'
+    echo
+    echo "tool ("
+    for c in "${wanted[@]}"; do echo "  k8s.io/kubernetes/cmd/$c"; done
+    echo ")"
+  } > "$mod/go.mod"
+  (cd "$mod" && go mod tidy >&2)
+  local pkg=k8s.io/component-base/version cgo=k8s.io/client-go/pkg/version
+  local minor=${K8S_VERSION#v1.}; minor=${minor%%.*}
+  local ld="-s -w"
+  for p in $pkg $cgo; do
+    ld+=" -X $p.gitVersion=${K8S_VERSION} -X $p.gitMajor=1 -X $p.gitMinor=${minor}"
+    ld+=" -X $p.gitTreeState=clean -X $p.buildDate=${build_date}"
+  done
+  local pkgs=()
+  for c in "${wanted[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$c"); done
+  (cd "$mod" && go build -trimpath -ldflags "$ld" -o "$bin/" "${pkgs[@]}")
+}
+
+build_etcd() {
+  have etcd || from_assets etcd && return 0
+  log "building etcd ${ETCD_VERSION}"
+  local mod="$out/src/etcd"
+  mkdir -p "$mod"
+  (cd "$mod" && { [ -f go.mod ] || go mod init local/cluster-binaries/etcd >&2; } \
+    && go get "go.etcd.io/etcd/server/v3@${ETCD_VERSION}" >&2 \
+    && go build -trimpath -ldflags "-s -w" -o "$bin/etcd" go.etcd.io/etcd/server/v3)
+}
+
+build_helm() {
+  have helm && return 0
+  log "building helm ${HELM_VERSION}"
+  local mod="$out/src/helm" minor=${K8S_VERSION#v1.}; minor=${minor%%.*}
+  mkdir -p "$mod"
+  (cd "$mod" && { [ -f go.mod ] || go mod init local/cluster-binaries/helm >&2; } \
+    && go get "helm.sh/helm/v3@${HELM_VERSION}" >&2 \
+    && go build -trimpath -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=${HELM_VERSION} -X helm.sh/helm/v3/internal/version.gitTreeState=clean -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=${minor}" \
+       -o "$bin/helm" helm.sh/helm/v3/cmd/helm)
+}
+
+build_kwok() {
+  have kwok && [ -d "$out/kwok-stages" ] && return 0
+  log "building kwok ${KWOK_VERSION}"
+  local mod="$out/src/kwok"
+  mkdir -p "$mod"
+  (cd "$mod" && { [ -f go.mod ] || go mod init local/cluster-binaries/kwok >&2; } \
+    && go get "sigs.k8s.io/kwok@${KWOK_VERSION}" >&2 \
+    && go build -trimpath -ldflags "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=${KWOK_VERSION}" -o "$bin/kwok" sigs.k8s.io/kwok/cmd/kwok)
+  local src
+  src=$(cd "$mod" && go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)
+  rm -rf "$out/kwok-stages"
+  cp -r "$src/kustomize/stage" "$out/kwok-stages"
+  chmod -R u+w "$out/kwok-stages"
+}
+
+build_etcd
+build_helm
+build_kwok
+build_kubernetes
+echo "$bin"
