@@ -1,0 +1,128 @@
+"""The FastAPI app factory: routers, error mapping, metrics and the model's lifecycle.
+
+The process is live as soon as it serves HTTP. The model loads in the background (off the
+event loop); readiness turns true only after it is loaded and warmed up, and false again
+when shutdown begins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from starlette.responses import Response
+
+from . import __version__, errors, protocol_v1, protocol_v2
+from .batching import DynamicBatcher
+from .metrics import RequestMetricsMiddleware, ServerMetrics
+from .model import ServedModel
+from .settings import ServeSettings
+from .state import ServingState
+
+log = logging.getLogger(__name__)
+
+ModelLoader = Callable[[ServeSettings], ServedModel]
+
+
+def load_model(settings: ServeSettings) -> ServedModel:
+    return ServedModel.load(settings.model_dir, settings.model_name, settings.model_threads)
+
+
+def _warm_up_sizes(max_batch_size: int) -> tuple[int, ...]:
+    sizes = {1, max_batch_size}
+    size = 2
+    while size < max_batch_size:
+        sizes.add(size)
+        size *= 2
+    return tuple(sorted(sizes))
+
+
+async def _load(state: ServingState, loader: ModelLoader) -> None:
+    settings = state.settings
+    started = time.perf_counter()
+    try:
+        model = await asyncio.to_thread(loader, settings)
+        await asyncio.to_thread(model.warm_up, _warm_up_sizes(settings.max_batch_size))
+    except Exception as exc:
+        state.load_error = f"{type(exc).__name__}: {exc}"
+        log.exception("model failed to load", extra={"model_dir": str(settings.model_dir)})
+        return
+    metrics = state.metrics
+    batcher = DynamicBatcher(
+        model.predict,
+        max_batch_size=settings.max_batch_size,
+        max_latency_s=settings.max_latency_ms / 1000,
+        max_queue_rows=settings.max_queue,
+        on_batch=metrics.batch_size.observe,
+        on_queue_depth=metrics.queue_depth.set,
+    )
+    batcher.start()
+    state.model = model
+    state.batcher = batcher
+    elapsed = time.perf_counter() - started
+    metrics.model_load_seconds.set(elapsed)
+    metrics.model_ready.set(1)
+    log.info(
+        "model ready",
+        extra={
+            "model": model.name,
+            "version": model.version,
+            "inputs": [spec.as_metadata() for spec in model.inputs],
+            "load_seconds": round(elapsed, 3),
+        },
+    )
+
+
+def create_app(settings: ServeSettings, loader: ModelLoader = load_model) -> FastAPI:
+    """Builds the app; the model loads when the app starts (its lifespan)."""
+    metrics = ServerMetrics()
+    state = ServingState(settings=settings, metrics=metrics)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loading = asyncio.create_task(_load(state, loader))
+        try:
+            yield
+        finally:
+            state.draining = True
+            metrics.model_ready.set(0)
+            if not loading.done():
+                loading.cancel()
+            if state.batcher is not None:
+                await state.batcher.stop()
+
+    app = FastAPI(
+        title="modelservice serving",
+        version=__version__,
+        description="KServe V1 and Open Inference Protocol (V2) over one dynamically batched "
+        "TensorFlow SavedModel.",
+        lifespan=lifespan,
+    )
+    app.state.serving = state
+    errors.install(app)
+    app.include_router(protocol_v2.router)
+    app.include_router(protocol_v1.router)
+
+    @app.get("/", tags=["health"], summary="Liveness (KServe)")
+    async def root() -> dict[str, str]:
+        return {"status": "alive"}
+
+    @app.get("/metrics", tags=["health"], summary="Prometheus metrics")
+    async def prometheus(request: Request) -> Response:
+        metrics.queue_depth.set(state.batcher.queued_rows if state.batcher else 0)
+        body, content_type = metrics.exposition()
+        return Response(body, media_type=content_type)
+
+    app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
+    return app
+
+
+def serving_state(app: Any) -> ServingState:
+    """The state of an app built by :func:`create_app` (for the server and tests)."""
+    state: ServingState = app.state.serving
+    return state

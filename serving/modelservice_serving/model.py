@@ -1,0 +1,140 @@
+"""A SavedModel version directory, loaded for serving: its signature and a predict call."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+log = logging.getLogger(__name__)
+
+Tensors = dict[str, npt.NDArray[Any]]
+
+METADATA_FILE = "metadata.json"
+SIGNATURE_KEYS = ("serve", "serving_default")
+
+# Open Inference Protocol datatypes and their NumPy dtypes.
+DATATYPES: dict[str, type[np.generic]] = {
+    "BOOL": np.bool_,
+    "UINT8": np.uint8,
+    "INT8": np.int8,
+    "INT16": np.int16,
+    "INT32": np.int32,
+    "INT64": np.int64,
+    "FP16": np.float16,
+    "FP32": np.float32,
+    "FP64": np.float64,
+}
+_DTYPE_NAMES = {
+    "bool": "BOOL",
+    "uint8": "UINT8",
+    "int8": "INT8",
+    "int16": "INT16",
+    "int32": "INT32",
+    "int64": "INT64",
+    "float16": "FP16",
+    "float32": "FP32",
+    "float64": "FP64",
+    "string": "BYTES",
+}
+
+
+def datatype_of(dtype_name: str) -> str:
+    """Open Inference Protocol datatype of a TensorFlow/NumPy dtype name."""
+    return _DTYPE_NAMES.get(dtype_name, dtype_name.upper())
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One input or output of the signature; ``-1`` in ``shape`` is any size."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+
+    def as_metadata(self) -> dict[str, Any]:
+        return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
+
+
+class ServedModel:
+    """The loaded signature; :meth:`predict` is synchronous and runs off the event loop."""
+
+    def __init__(
+        self,
+        name: str,
+        version: str,
+        inputs: list[TensorSpec],
+        outputs: list[TensorSpec],
+        signature: Any,
+        metadata: dict[str, Any],
+    ) -> None:
+        self.name = name
+        self.version = version
+        self.inputs = inputs
+        self.outputs = outputs
+        self.metadata = metadata
+        self._signature = signature
+
+    @classmethod
+    def load(cls, model_dir: Path, name: str, threads: int = 1) -> ServedModel:
+        """Loads the SavedModel and reads its signature (and ``metadata.json`` when present)."""
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        import tensorflow as tf
+
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(threads)
+        except RuntimeError:  # already initialised in this process (tests load twice)
+            pass
+        loaded = tf.saved_model.load(str(model_dir))
+        key = next((key for key in SIGNATURE_KEYS if key in loaded.signatures), None)
+        if key is None:
+            raise ValueError(f"{model_dir} has no serving signature ({', '.join(SIGNATURE_KEYS)})")
+        signature = loaded.signatures[key]
+        _, input_specs = signature.structured_input_signature
+        inputs = [_spec(name, spec) for name, spec in sorted(input_specs.items())]
+        outputs = [_spec(name, spec) for name, spec in sorted(signature.structured_outputs.items())]
+        metadata_path = model_dir / METADATA_FILE
+        metadata: dict[str, Any] = (
+            json.loads(metadata_path.read_text()) if metadata_path.is_file() else {}
+        )
+        version = str(metadata.get("version") or model_dir.name.lstrip("v") or "1")
+        model = cls(name, version, inputs, outputs, signature, metadata)
+        # Keep a reference so the restored object (and its variables) outlives this call.
+        model._loaded = loaded  # type: ignore[attr-defined]
+        return model
+
+    def predict(self, inputs: Tensors) -> Tensors:
+        """Runs the signature on a batch; arrays in, arrays out."""
+        import tensorflow as tf
+
+        results = self._signature(**{name: tf.constant(value) for name, value in inputs.items()})
+        return {name: tensor.numpy() for name, tensor in results.items()}
+
+    def example_batch(self, rows: int) -> Tensors:
+        """Zeros shaped like the inputs, for warm-up."""
+        return {
+            spec.name: np.zeros(
+                (rows, *(max(dim, 1) for dim in spec.shape[1:])), dtype=DATATYPES[spec.datatype]
+            )
+            for spec in self.inputs
+        }
+
+    def warm_up(self, batch_sizes: tuple[int, ...]) -> float:
+        """Calls the model once per batch size so first requests pay no tracing cost."""
+        started = time.perf_counter()
+        for rows in batch_sizes:
+            self.predict(self.example_batch(rows))
+        return time.perf_counter() - started
+
+
+def _spec(name: str, spec: Any) -> TensorSpec:
+    shape = tuple(-1 if dim is None else int(dim) for dim in spec.shape.as_list())
+    return TensorSpec(name, datatype_of(spec.dtype.name), shape)

@@ -1,0 +1,134 @@
+"""KServe V1 / TensorFlow Serving REST: ``/v1/models/{name}`` and ``:predict``.
+
+Request: ``{"instances": [row, ...]}`` (row format; a row is a value of the single input
+or an object ``{input_name: value}``) or ``{"inputs": columns}`` (columnar; the single
+input's batch or an object ``{input_name: batch}``). Response: ``{"predictions": [...]}``
+for rows, ``{"outputs": ...}`` for columns, as TensorFlow Serving answers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy.typing as npt
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from . import payloads
+from .errors import InvalidInputError, InvalidRequestError, ModelNotFoundError
+from .model import ServedModel, Tensors
+from .state import ServingState
+
+router = APIRouter(tags=["KServe V1"])
+
+PREDICT_BODY_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "Row format (`instances`) or columnar format (`inputs`), one of the two.",
+    "properties": {
+        "instances": {"type": "array", "items": {}, "example": [[0.0] * 64]},
+        "inputs": {"description": "a batch of the single input, or {input_name: batch}"},
+        "signature_name": {"type": "string"},
+    },
+}
+
+
+def _state(request: Request) -> ServingState:
+    state: ServingState = request.app.state.serving
+    return state
+
+
+@router.get("/v1/models", summary="List served models")
+async def list_models(request: Request) -> dict[str, list[str]]:
+    return {"models": [_state(request).settings.model_name]}
+
+
+@router.get("/v1/models/{name}", summary="Model status")
+async def model_status(name: str, request: Request) -> dict[str, Any]:
+    state = _state(request)
+    if name != state.settings.model_name:
+        raise ModelNotFoundError(name)
+    return {"name": name, "ready": state.ready}
+
+
+@router.post(
+    "/v1/models/{name}:predict",
+    summary="Predict (row or columnar format)",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": PREDICT_BODY_SCHEMA}},
+        }
+    },
+)
+async def predict(name: str, request: Request) -> Response:
+    state = _state(request)
+    model, batcher = state.loaded_model(name)
+    payload = await payloads.read_json_object(request, state.settings.max_body_bytes)
+    if "instances" in payload:
+        if "inputs" in payload:
+            raise InvalidRequestError("send either 'instances' or 'inputs', not both")
+        inputs, rows = _from_instances(model, payload["instances"])
+        outputs = await batcher.submit(inputs, rows)
+        return payloads.json_response({"predictions": _as_rows(outputs)})
+    if "inputs" in payload:
+        inputs, rows = _from_columns(model, payload["inputs"])
+        outputs = await batcher.submit(inputs, rows)
+        only = next(iter(outputs.values())) if len(outputs) == 1 else None
+        return payloads.json_response({"outputs": only if only is not None else outputs})
+    raise InvalidRequestError(
+        "request needs 'instances' (row format) or 'inputs' (columnar format)"
+    )
+
+
+def _from_instances(model: ServedModel, instances: Any) -> tuple[Tensors, int]:
+    if not isinstance(instances, list) or not instances:
+        raise InvalidRequestError("'instances' must be a non-empty array of rows")
+    if isinstance(instances[0], dict):
+        columns: dict[str, list[Any]] = {spec.name: [] for spec in model.inputs}
+        for index, instance in enumerate(instances):
+            if not isinstance(instance, dict) or set(instance) != set(columns):
+                raise InvalidInputError(
+                    f"instances[{index}] must be an object with exactly the inputs "
+                    f"{sorted(columns)}"
+                )
+            for input_name, value in instance.items():
+                columns[input_name].append(value)
+        return _checked(model, columns, "instances")
+    if len(model.inputs) != 1:
+        raise InvalidInputError(
+            f"model has inputs {[spec.name for spec in model.inputs]}: send each instance as an "
+            "object keyed by input name"
+        )
+    return _checked(model, {model.inputs[0].name: instances}, "instances")
+
+
+def _from_columns(model: ServedModel, columns: Any) -> tuple[Tensors, int]:
+    if isinstance(columns, dict):
+        expected = {spec.name for spec in model.inputs}
+        if set(columns) != expected:
+            raise InvalidInputError(f"'inputs' must name exactly the inputs {sorted(expected)}")
+        return _checked(model, columns, "inputs")
+    if len(model.inputs) != 1:
+        raise InvalidInputError("'inputs' must be an object keyed by input name for this model")
+    return _checked(model, {model.inputs[0].name: columns}, "inputs")
+
+
+def _checked(model: ServedModel, columns: dict[str, Any], field: str) -> tuple[Tensors, int]:
+    tensors: Tensors = {}
+    rows: set[int] = set()
+    for spec in model.inputs:
+        what = f"'{field}'" if len(model.inputs) == 1 else f"'{field}' for {spec.name!r}"
+        array: npt.NDArray[Any] = payloads.to_array(columns[spec.name], spec, what)
+        rows.add(payloads.check_shape(array, spec, what))
+        tensors[spec.name] = array
+    if len(rows) != 1:
+        raise InvalidInputError(f"inputs disagree on the batch size: {sorted(rows)}")
+    return tensors, rows.pop()
+
+
+def _as_rows(outputs: Tensors) -> Any:
+    if len(outputs) == 1:
+        return next(iter(outputs.values()))
+    names = list(outputs)
+    count = len(outputs[names[0]])
+    return [{name: outputs[name][index] for name in names} for index in range(count)]

@@ -1,0 +1,84 @@
+"""Runs the app under uvicorn with a graceful, readiness-aware shutdown.
+
+On SIGTERM readiness turns false at once; the server keeps serving for ``drain_delay_s``
+(time for Kubernetes to take the pod out of its endpoints), then stops accepting
+connections, lets in-flight requests finish (up to ``graceful_timeout_s``), drains the
+batching queue and exits 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from types import FrameType
+
+import uvicorn
+
+from . import logs
+from .app import create_app, serving_state
+from .settings import ServeSettings
+from .state import ServingState
+
+log = logging.getLogger(__name__)
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server with a drain phase before shutdown and an exit on load failure."""
+
+    def __init__(self, config: uvicorn.Config, state: ServingState, drain_delay_s: float) -> None:
+        super().__init__(config)
+        self.state = state
+        self.drain_delay_s = drain_delay_s
+        self._stop_at: float | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # Not recorded in uvicorn's captured signals: it would re-raise SIGTERM after a clean
+        # shutdown and turn exit code 0 into 143.
+        if self._stop_at is not None:
+            if sig == signal.SIGINT:
+                self.force_exit = True
+            self.should_exit = True
+            return
+        self.state.draining = True
+        self.state.metrics.model_ready.set(0)
+        self._stop_at = time.monotonic() + self.drain_delay_s
+        log.info(
+            "draining", extra={"signal": signal.Signals(sig).name, "delay_s": self.drain_delay_s}
+        )
+        if self.drain_delay_s <= 0:
+            self.should_exit = True
+
+    async def on_tick(self, counter: int) -> bool:
+        if self._stop_at is not None and time.monotonic() >= self._stop_at:
+            self.should_exit = True
+        if self.state.load_error is not None:
+            self.should_exit = True
+        return await super().on_tick(counter)
+
+
+def build_server(settings: ServeSettings) -> DrainingServer:
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=settings.access_log,
+        log_config=logs.uvicorn_log_config(settings.log_level),
+        timeout_graceful_shutdown=int(settings.graceful_timeout_s),
+        server_header=False,
+    )
+    return DrainingServer(config, serving_state(app), settings.drain_delay_s)
+
+
+def run(settings: ServeSettings) -> int:
+    """Serves until SIGTERM/SIGINT; 1 when the model could not be loaded."""
+    server = build_server(settings)
+    server.run()
+    if server.state.load_error is not None:
+        log.error("exiting: model not loaded", extra={"error": server.state.load_error})
+        return 1
+    return 0

@@ -1,0 +1,112 @@
+"""Settings for both entrypoints, read from command-line flags and ``MSO_*`` variables.
+
+Every field is a flag (``--max-batch-size``) and an environment variable
+(``MSO_MAX_BATCH_SIZE``); a flag wins over the variable, the variable over the default.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ENV_PREFIX = "MSO_"
+
+
+class _Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+
+
+class TrainSettings(_Settings):
+    """Hyperparameters and paths of one training run."""
+
+    dataset: str = Field(
+        "digits", description="digits | mnist | fashion_mnist | a path or URI to .csv/.npz"
+    )
+    label_column: str = Field("label", description="label column (CSV) or array (NPZ)")
+    epochs: int = Field(5, ge=1, description="training epochs")
+    batch_size: int = Field(32, ge=1, description="batch size per replica")
+    learning_rate: float = Field(0.001, gt=0, description="Adam learning rate")
+    hidden_units: Annotated[tuple[int, ...], NoDecode] = Field(
+        (128, 128), description="units of the hidden Dense layers, comma separated"
+    )
+    validation_split: float = Field(0.1, ge=0, lt=1, description="share of data for validation")
+    test_split: float = Field(0.2, gt=0, lt=1, description="share of data held out for test")
+    seed: int | None = Field(None, description="seed for a deterministic run")
+    output: Path = Field(description="the new version directory to write the model into")
+    version: int | None = Field(None, description="model version (default: from DIR's vN name)")
+    termination_log: Path = Field(
+        Path("/dev/termination-log"), description="where the result JSON is written"
+    )
+
+    @field_validator("hidden_units", mode="before")
+    @classmethod
+    def _split_units(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            parts = [part.strip() for part in value.split(",") if part.strip()]
+            if not parts:
+                raise ValueError("needs at least one layer size, e.g. 128,128")
+            return tuple(int(part) for part in parts)
+        return value
+
+    @field_validator("hidden_units")
+    @classmethod
+    def _positive_units(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if not value or any(units <= 0 for units in value):
+            raise ValueError("every hidden layer needs a positive number of units")
+        return value
+
+
+class ServeSettings(_Settings):
+    """How the model server listens, batches and shuts down."""
+
+    model_dir: Path = Field(description="a version directory written by `train`")
+    model_name: str = Field("model", description="the name clients address the model by")
+    host: str = Field("0.0.0.0", description="address to bind")
+    port: int = Field(8080, ge=0, le=65535, description="port to bind")
+    max_batch_size: int = Field(32, ge=1, description="most rows merged into one model call")
+    max_latency_ms: float = Field(5.0, ge=0, description="longest wait to fill a batch")
+    max_queue: int = Field(1024, ge=1, description="most rows waiting; beyond that 503")
+    max_body_bytes: int = Field(1 << 20, ge=1, description="largest request body; beyond 413")
+    graceful_timeout_s: float = Field(30.0, ge=0, description="time for in-flight requests")
+    drain_delay_s: float = Field(
+        0.0, ge=0, description="after SIGTERM, serve this long with readiness false"
+    )
+    model_threads: int = Field(1, ge=1, description="TensorFlow intra/inter-op threads")
+    log_level: str = Field("info", description="debug | info | warning | error")
+    access_log: bool = Field(False, description="one JSON log line per request")
+
+
+SettingsT = TypeVar("SettingsT", bound=_Settings)
+
+
+def add_flags(parser: argparse.ArgumentParser, settings_class: type[_Settings]) -> None:
+    """Adds one ``--flag`` per field; unset flags stay None so env and defaults apply."""
+    for name, field in settings_class.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        env = ENV_PREFIX + name.upper()
+        parser.add_argument(flag, dest=name, default=None, help=f"{field.description} [{env}]")
+
+
+def from_flags(
+    settings_class: type[SettingsT], namespace: argparse.Namespace | dict[str, Any]
+) -> SettingsT:
+    """Builds settings from parsed flags, falling back to ``MSO_*`` variables and defaults."""
+    values = namespace if isinstance(namespace, dict) else vars(namespace)
+    given = {
+        name: value
+        for name, value in values.items()
+        if name in settings_class.model_fields and value is not None
+    }
+    return settings_class(**given)
+
+
+def parse(settings_class: type[SettingsT], argv: Sequence[str]) -> SettingsT:
+    """Parses flags of one entrypoint (used by tests and ``__main__``)."""
+    parser = argparse.ArgumentParser()
+    add_flags(parser, settings_class)
+    return from_flags(settings_class, parser.parse_args(list(argv)))

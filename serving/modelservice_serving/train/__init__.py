@@ -1,0 +1,1 @@
+"""The ``train`` entrypoint: dataset in, a complete model version directory out."""

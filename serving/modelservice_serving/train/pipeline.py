@@ -1,0 +1,226 @@
+"""Preprocess, build, train, evaluate and export one model version."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ..settings import TrainSettings
+from . import datasets, report
+from .distribution import Placement
+from .errors import InvalidSettingsError
+from .output import StagedOutput, version_from_dir
+
+log = logging.getLogger(__name__)
+
+INPUT_NAME = "inputs"
+METADATA_FILE = "metadata.json"
+# A seed for the split only, so every worker of a cluster holds out the same rows.
+DEFAULT_SPLIT_SEED = 0
+
+
+@dataclass(frozen=True)
+class Splits:
+    x_train: npt.NDArray[np.float32]
+    y_train: npt.NDArray[np.int64]
+    x_val: npt.NDArray[np.float32]
+    y_val: npt.NDArray[np.int64]
+    x_test: npt.NDArray[np.float32]
+    y_test: npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    version: int | None
+    uri: str
+    metrics: dict[str, float]
+    trained_at: str
+
+
+def split(data: datasets.Dataset, settings: TrainSettings) -> Splits:
+    """Stratified train/validation/test split (plain split when a class is too small)."""
+    from sklearn.model_selection import train_test_split
+
+    seed = settings.seed if settings.seed is not None else DEFAULT_SPLIT_SEED
+    x, y = data.features, data.labels
+
+    def cut(x: npt.NDArray[np.float32], y: npt.NDArray[np.int64], share: float) -> list[Any]:
+        held = max(1, round(len(y) * share))
+        if held >= len(y):
+            raise InvalidSettingsError(
+                f"{data.name} has {len(y)} rows: too few to hold out {share:.0%}"
+            )
+        try:
+            return list(train_test_split(x, y, test_size=held, random_state=seed, stratify=y))
+        except ValueError:
+            return list(train_test_split(x, y, test_size=held, random_state=seed))
+
+    x_rest, x_test, y_rest, y_test = cut(x, y, settings.test_split)
+    if settings.validation_split > 0:
+        share = settings.validation_split / (1 - settings.test_split)
+        x_train, x_val, y_train, y_val = cut(x_rest, y_rest, share)
+    else:
+        x_train, y_train = x_rest, y_rest
+        x_val, y_val = x_rest[:0], y_rest[:0]
+    return Splits(x_train, y_train, x_val, y_val, x_test, y_test)
+
+
+def build_model(
+    num_features: int, num_classes: int, settings: TrainSettings, x_train: npt.NDArray[np.float32]
+) -> Any:
+    """Scaling lives inside the model (a Normalization layer), so clients send raw features."""
+    import keras
+
+    normalizer = keras.layers.Normalization(name="scale")
+    normalizer.adapt(x_train)
+    inputs = keras.Input(shape=(num_features,), name=INPUT_NAME)
+    x = normalizer(inputs)
+    for index, units in enumerate(settings.hidden_units):
+        x = keras.layers.Dense(units, activation="relu", name=f"dense_{index}")(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
+    model = keras.Model(inputs, outputs, name="classifier")
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=settings.learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def _progress_callback(epochs: int, enabled: bool) -> Any:
+    import keras
+
+    class EpochProgress(keras.callbacks.Callback):  # type: ignore[misc]
+        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            if enabled:
+                report.print_line(report.epoch_line(epoch + 1, epochs, logs or {}))
+
+    return EpochProgress()
+
+
+def _as_batches(
+    x: npt.NDArray[np.float32], y: npt.NDArray[np.int64], batch: int, shuffle_seed: int | None
+) -> Any:
+    import tensorflow as tf
+
+    data = tf.data.Dataset.from_tensor_slices((x, y))
+    if shuffle_seed is not None or len(y) > 0:
+        data = data.shuffle(len(y), seed=shuffle_seed, reshuffle_each_iteration=True)
+    options = tf.data.Options()
+    # Each worker holds the full arrays; shard by element so workers see disjoint rows.
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return data.batch(batch).with_options(options)
+
+
+def signature_tensors(saved_model_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Inputs and outputs of the exported signature, in the V2 metadata format."""
+    from ..model import ServedModel
+
+    exported = ServedModel.load(saved_model_dir, "model")
+    return (
+        [spec.as_metadata() for spec in exported.inputs],
+        [spec.as_metadata() for spec in exported.outputs],
+    )
+
+
+def train(settings: TrainSettings, place: Placement) -> TrainingResult:
+    """The whole workflow; raises :class:`TrainingError` for anything the user can fix."""
+    import keras
+    import tensorflow as tf
+
+    staged = StagedOutput(settings.output) if place.is_chief else None
+    try:
+        if settings.seed is not None:
+            keras.utils.set_random_seed(settings.seed)
+            tf.config.experimental.enable_op_determinism()
+        data = datasets.load(settings.dataset, settings.label_column)
+        parts = split(data, settings)
+        log.info(
+            "dataset ready",
+            extra={
+                "dataset": data.name,
+                "features": data.num_features,
+                "classes": len(data.classes),
+                "train": len(parts.y_train),
+                "validation": len(parts.y_val),
+                "test": len(parts.y_test),
+            },
+        )
+        global_batch = settings.batch_size * place.strategy.num_replicas_in_sync
+        with place.strategy.scope():
+            model = build_model(data.num_features, len(data.classes), settings, parts.x_train)
+        validation = (
+            _as_batches(parts.x_val, parts.y_val, global_batch, None) if len(parts.y_val) else None
+        )
+        model.fit(
+            _as_batches(parts.x_train, parts.y_train, global_batch, settings.seed),
+            validation_data=validation,
+            epochs=settings.epochs,
+            shuffle=False,  # the tf.data pipeline shuffles, seeded
+            verbose=0,
+            callbacks=[_progress_callback(settings.epochs, place.is_chief)],
+        )
+        loss, accuracy = model.evaluate(
+            _as_batches(parts.x_test, parts.y_test, global_batch, None), verbose=0
+        )
+        metrics = {"accuracy": round(float(accuracy), 6), "loss": round(float(loss), 6)}
+        trained_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        version = (
+            settings.version if settings.version is not None else version_from_dir(settings.output)
+        )
+        if staged is None:
+            # Saving is collective under MultiWorkerMirroredStrategy: workers save and discard.
+            scratch = Path(tempfile.mkdtemp(prefix="mso-worker-export-"))
+            model.export(str(scratch / "model"), verbose=False)
+            shutil.rmtree(scratch, ignore_errors=True)
+            return TrainingResult(version, str(settings.output), metrics, trained_at)
+        model.export(str(staged.staging), verbose=False)
+        inputs, outputs = signature_tensors(staged.staging)
+        metadata = {
+            "version": version,
+            "metrics": metrics,
+            "trainedAt": trained_at,
+            "inputs": inputs,
+            "outputs": outputs,
+            "signature": "serve",
+            "classes": data.classes,
+            "dataset": data.name,
+            "workers": place.workers,
+            "hyperparameters": {
+                "epochs": settings.epochs,
+                "batchSize": settings.batch_size,
+                "learningRate": settings.learning_rate,
+                "hiddenUnits": list(settings.hidden_units),
+                "validationSplit": settings.validation_split,
+                "testSplit": settings.test_split,
+                "seed": settings.seed,
+                "optimizer": "adam",
+                "activation": "relu",
+            },
+        }
+        (staged.staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
+        staged.publish()
+        return TrainingResult(version, str(settings.output), metrics, trained_at)
+    except BaseException:
+        if staged is not None:
+            staged.discard()
+        raise
+
+
+def configure_threads() -> None:
+    """Modest TensorFlow thread pools: pods share nodes, and tiny models gain nothing."""
+    import tensorflow as tf
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    tf.config.threading.set_intra_op_parallelism_threads(min(4, cores or 1))
+    tf.config.threading.set_inter_op_parallelism_threads(2)
