@@ -22,8 +22,8 @@ def run(settings: TrainSettings) -> int:
     from . import distribution, pipeline
 
     try:
-        place = distribution.placement()
         pipeline.configure_threads()
+        place = distribution.placement()
         result = pipeline.train(settings, place)
     except TrainingError as exc:
         return fail(settings.termination_log, exc.reason, exc.message)

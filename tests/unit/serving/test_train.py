@@ -1,0 +1,187 @@
+"""The ``train`` entrypoint: layout, metadata, progress lines, termination messages, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from modelservice_serving.__main__ import main
+from modelservice_serving.train import distribution, pipeline
+from modelservice_serving.train.output import version_from_dir
+
+from .conftest import TRAIN_EPOCHS, TrainedModel
+
+pytestmark = pytest.mark.unit
+
+
+def test_version_directory_holds_saved_model_and_metadata(trained_model: TrainedModel) -> None:
+    model_dir = trained_model.model_dir
+    assert (model_dir / "saved_model.pb").is_file()
+    assert (model_dir / "variables").is_dir()
+    metadata = json.loads((model_dir / "metadata.json").read_text())
+    assert metadata["version"] == 1
+    assert metadata["inputs"] == [{"name": "inputs", "datatype": "FP32", "shape": [-1, 64]}]
+    assert metadata["outputs"] == [{"name": "output_0", "datatype": "FP32", "shape": [-1, 10]}]
+    assert metadata["metrics"]["accuracy"] > 0.8
+    assert metadata["hyperparameters"]["hiddenUnits"] == [64, 64]
+    assert metadata["classes"] == [str(digit) for digit in range(10)]
+    # No staging directory is left beside the published version.
+    assert [path.name for path in model_dir.parent.iterdir() if path.name.startswith(".")] == []
+
+
+def test_progress_lines_one_per_epoch(trained_model: TrainedModel) -> None:
+    events = [
+        json.loads(line) for line in trained_model.stdout.splitlines() if line.startswith("{")
+    ]
+    epochs = [event for event in events if event["event"] == "epoch"]
+    assert [event["epoch"] for event in epochs] == list(range(1, TRAIN_EPOCHS + 1))
+    assert {"loss", "accuracy", "val_loss", "val_accuracy", "epochs"} <= set(epochs[-1])
+
+
+def test_termination_message_reports_success(trained_model: TrainedModel) -> None:
+    message = trained_model.termination_message
+    assert message["status"] == "Succeeded"
+    assert message["version"] == 1
+    assert message["uri"] == str(trained_model.model_dir)
+    assert set(message["metrics"]) == {"accuracy", "loss"}
+    assert message["trainedAt"].endswith("Z")
+    assert len(json.dumps(message)) < 4096
+
+
+def _train(tmp_path: Path, *args: str) -> tuple[int, dict[str, Any]]:
+    log = tmp_path / "termination-log"
+    code = main(["train", "--epochs", "1", "--termination-log", str(log), *args])
+    return code, json.loads(log.read_text())
+
+
+@pytest.mark.parametrize(
+    ("args", "reason", "fragment"),
+    [
+        (["--dataset", "imagenet"], "DatasetNotFound", "unknown dataset 'imagenet'"),
+        (["--dataset", "/nowhere/data.csv"], "DatasetNotFound", "does not exist"),
+        (["--dataset", "s3://bucket/data.csv"], "UnsupportedDataset", "'s3'"),
+        (["--epochs", "zero"], "InvalidSettings", "--epochs"),
+        (["--hidden-units", "128,-1"], "InvalidSettings", "--hidden-units"),
+    ],
+)
+def test_errors_are_one_line_and_non_zero(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    args: list[str],
+    reason: str,
+    fragment: str,
+) -> None:
+    code, message = _train(tmp_path, "--output", str(tmp_path / "v1"), *args)
+    assert code != 0
+    assert message["status"] == "Failed"
+    assert message["reason"] == reason
+    assert fragment in message["message"]
+    stderr_lines = capsys.readouterr().err.strip().splitlines()
+    assert stderr_lines[-1] == f"error: {reason}: {message['message']}"
+    assert not (tmp_path / "v1").exists()
+
+
+def test_missing_label_column(tmp_path: Path) -> None:
+    data = tmp_path / "data.csv"
+    data.write_text("a,b,target\n1,2,0\n3,4,1\n")
+    code, message = _train(tmp_path, "--dataset", str(data), "--output", str(tmp_path / "v1"))
+    assert code == 1
+    assert message["reason"] == "LabelColumnMissing"
+    assert "'label'" in message["message"]
+    assert "target" in message["message"]
+
+
+def test_shape_mismatch_in_npz(tmp_path: Path) -> None:
+    data = tmp_path / "data.npz"
+    np.savez(data, x=np.zeros((10, 3)), label=np.zeros(7))
+    code, message = _train(tmp_path, "--dataset", str(data), "--output", str(tmp_path / "v1"))
+    assert code == 1
+    assert message["reason"] == "ShapeMismatch"
+    assert "10 feature rows but 7 labels" in message["message"]
+
+
+def test_existing_output_is_never_overwritten(tmp_path: Path) -> None:
+    (tmp_path / "v1").mkdir()
+    code, message = _train(tmp_path, "--output", str(tmp_path / "v1"))
+    assert code == 1
+    assert message["reason"] == "OutputExists"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")
+def test_unwritable_output(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    store.mkdir(mode=0o500)
+    code, message = _train(tmp_path, "--output", str(store / "v1"))
+    assert code == 1
+    assert message["reason"] == "OutputNotWritable"
+
+
+def test_unwritable_output_under_a_file(tmp_path: Path) -> None:
+    (tmp_path / "store").write_text("not a directory")
+    code, message = _train(tmp_path, "--output", str(tmp_path / "store" / "v1"))
+    assert code == 1
+    assert message["reason"] == "OutputNotWritable"
+
+
+def test_failure_mid_training_leaves_no_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def crash(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("out of memory (simulated)")
+
+    monkeypatch.setattr(pipeline, "build_model", crash)
+    code, message = _train(tmp_path, "--output", str(tmp_path / "store" / "v2"))
+    assert code == 1
+    assert message["reason"] == "InternalError"
+    assert list((tmp_path / "store").iterdir()) == []
+
+
+def test_csv_with_named_labels_trains(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    rows = ["f1,f2,kind"]
+    for _ in range(60):
+        kind = rng.integers(2)
+        f1, f2 = rng.normal(kind * 3, 0.5, size=2)
+        rows.append(f"{f1:.3f},{f2:.3f},{'cat' if kind else 'dog'}")
+    data = tmp_path / "animals.csv"
+    data.write_text("\n".join(rows) + "\n")
+    code, message = _train(
+        tmp_path,
+        "--dataset", f"file://{data}", "--label-column", "kind", "--hidden-units", "8",
+        "--seed", "1", "--output", str(tmp_path / "v4"),
+    )  # fmt: skip
+    assert code == 0, message
+    assert message["version"] == 4
+    metadata = json.loads((tmp_path / "v4" / "metadata.json").read_text())
+    assert metadata["classes"] == ["cat", "dog"]
+    assert metadata["inputs"][0]["shape"] == [-1, 2]
+
+
+def test_version_from_directory_name() -> None:
+    assert version_from_dir(Path("/models/v12")) == 12
+    assert version_from_dir(Path("/models/latest")) is None
+
+
+@pytest.mark.parametrize(
+    ("cluster", "task", "chief"),
+    [
+        ({}, {}, True),
+        ({"worker": ["a:1", "b:1"]}, {"type": "worker", "index": 0}, True),
+        ({"worker": ["a:1", "b:1"]}, {"type": "worker", "index": 1}, False),
+        ({"chief": ["c:1"], "worker": ["a:1"]}, {"type": "worker", "index": 0}, False),
+        ({"chief": ["c:1"], "worker": ["a:1"]}, {"type": "chief", "index": 0}, True),
+    ],
+)
+def test_chief_writes_the_model(cluster: dict[str, Any], task: dict[str, Any], chief: bool) -> None:
+    assert distribution.is_chief(cluster, task) is chief
+
+
+def test_tf_config_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    config = {"cluster": {"worker": ["h0:2222", "h1:2222"]}, "task": {"type": "worker", "index": 1}}
+    monkeypatch.setenv("TF_CONFIG", json.dumps(config))
+    assert distribution.cluster_from_env() == (config["cluster"], config["task"])
