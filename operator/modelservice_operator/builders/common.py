@@ -1,0 +1,184 @@
+"""Pieces shared by the builders: owner, metadata, pod security, GPUs, model volumes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..models import GPUSpec, PodSpecFields, ResourceRequirements
+from ..names import GROUP, KIND, VERSION, common_labels
+from ..settings import OperatorSettings
+
+__all__ = [
+    "MODELS_MOUNT",
+    "RUN_AS",
+    "ModelVolume",
+    "Owner",
+    "child_metadata",
+    "container_env",
+    "container_resources",
+    "container_security_context",
+    "pod_scheduling",
+    "pod_security_context",
+]
+
+MODELS_MOUNT = "/models"
+RUN_AS = 1000
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The ModelService that owns a child: enough for metadata and ownerReferences."""
+
+    name: str
+    namespace: str
+    uid: str
+
+    def reference(self) -> dict[str, Any]:
+        """The controller ownerReference that makes deletion cascade."""
+        return {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": KIND,
+            "name": self.name,
+            "uid": self.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+
+
+@dataclass(frozen=True)
+class ModelVolume:
+    """A PVC mounted at ``/models`` and the directory the server or trainer uses."""
+
+    claim: str
+    read_only: bool
+    sub_path: str = ""
+
+    def volume(self) -> dict[str, Any]:
+        """The pod volume."""
+        return {
+            "name": "models",
+            "persistentVolumeClaim": {"claimName": self.claim, "readOnly": self.read_only},
+        }
+
+    def mount(self) -> dict[str, Any]:
+        """The container volume mount."""
+        mount: dict[str, Any] = {
+            "name": "models",
+            "mountPath": MODELS_MOUNT,
+            "readOnly": self.read_only,
+        }
+        if self.sub_path:
+            mount["subPath"] = self.sub_path
+        return mount
+
+
+def child_metadata(
+    owner: Owner,
+    name: str,
+    component: str,
+    *,
+    labels: dict[str, str] | None = None,
+    annotations: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Metadata of a child: deterministic name, standard labels, controller reference."""
+    meta: dict[str, Any] = {
+        "name": name,
+        "namespace": owner.namespace,
+        "labels": {**common_labels(owner.name, component), **(labels or {})},
+        "ownerReferences": [owner.reference()],
+    }
+    if annotations:
+        meta["annotations"] = dict(annotations)
+    return meta
+
+
+def pod_security_context() -> dict[str, Any]:
+    """The restricted Pod Security Standard at pod level (UID 1000, fsGroup for the PVC)."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": RUN_AS,
+        "runAsGroup": RUN_AS,
+        "fsGroup": RUN_AS,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def container_security_context() -> dict[str, Any]:
+    """The restricted Pod Security Standard at container level, read-only root."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": RUN_AS,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _gpu_resource(gpu: GPUSpec, settings: OperatorSettings) -> str:
+    return gpu.resource or settings.gpu_resource
+
+
+def container_resources(
+    resources: ResourceRequirements | None,
+    gpu: GPUSpec | None,
+    settings: OperatorSettings,
+    default_requests: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Container resources: the user's, plus GPUs as an extended-resource limit.
+
+    Extended resources cannot be overcommitted, so the GPU count goes into limits (the API
+    copies it to requests). ``default_requests`` apply only when the user gave no requests.
+    """
+    out: dict[str, Any] = {}
+    if resources is not None:
+        out = resources.wire()
+    if not out.get("requests") and default_requests:
+        out["requests"] = dict(default_requests)
+    if gpu is not None and gpu.count > 0:
+        limits = dict(out.get("limits") or {})
+        limits[_gpu_resource(gpu, settings)] = gpu.count
+        out["limits"] = limits
+        requests = out.get("requests")
+        if requests is not None and _gpu_resource(gpu, settings) in requests:
+            requests[_gpu_resource(gpu, settings)] = gpu.count
+    return out
+
+
+def pod_scheduling(pod: PodSpecFields, settings: OperatorSettings) -> dict[str, Any]:
+    """Scheduling fields of a pod spec: selector, tolerations, affinity, priority, SA.
+
+    A GPU ask adds the GPU taint's toleration and, with a product, the product node label.
+    """
+    out: dict[str, Any] = {}
+    node_selector = dict(pod.node_selector or {})
+    tolerations = [t.wire() for t in pod.tolerations or []]
+    if pod.gpu is not None and pod.gpu.count > 0:
+        if pod.gpu.product:
+            node_selector[settings.gpu_product_label] = pod.gpu.product
+        gpu_toleration = {
+            "key": settings.gpu_toleration_key,
+            "operator": "Exists",
+            "effect": "NoSchedule",
+        }
+        if gpu_toleration not in tolerations:
+            tolerations.append(gpu_toleration)
+    if node_selector:
+        out["nodeSelector"] = node_selector
+    if tolerations:
+        out["tolerations"] = tolerations
+    if pod.affinity:
+        out["affinity"] = pod.affinity
+    if pod.priority_class_name:
+        out["priorityClassName"] = pod.priority_class_name
+    if pod.service_account_name:
+        out["serviceAccountName"] = pod.service_account_name
+    return out
+
+
+def container_env(pod: PodSpecFields, extra: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Environment: the operator's own variables, then the user's (which win by name)."""
+    user = [e.wire() for e in pod.env or []]
+    names = {e["name"] for e in user}
+    return [e for e in extra if e["name"] not in names] + user

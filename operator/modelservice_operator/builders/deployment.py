@@ -1,0 +1,144 @@
+"""The predictor Deployment: the server for one model directory, behind probes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..models import ServingSpec
+from ..names import (
+    ANNOTATION_SPEC_HASH,
+    LABEL_VERSION,
+    predictor_name,
+    predictor_selector,
+    stable_hash,
+)
+from ..settings import OperatorSettings
+from .common import (
+    ModelVolume,
+    Owner,
+    child_metadata,
+    container_env,
+    container_resources,
+    container_security_context,
+    pod_scheduling,
+    pod_security_context,
+)
+
+__all__ = ["HTTP_PORT", "PRE_STOP_SECONDS", "build_deployment", "owned_spec"]
+
+HTTP_PORT = 8080
+PRE_STOP_SECONDS = 5
+DEFAULT_GRACE_SECONDS = 30
+DEFAULT_SERVING_REQUESTS = {"cpu": "500m", "memory": "1Gi"}
+
+
+def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": "http"},
+        "periodSeconds": period,
+        "timeoutSeconds": 2,
+        "failureThreshold": failures,
+    }
+
+
+def _server_args(serving: ServingSpec, name: str, model_dir: str, grace: int) -> list[str]:
+    batching = serving.batching
+    args = [
+        "serve",
+        f"--model-dir={model_dir}",
+        f"--model-name={name}",
+        f"--port={HTTP_PORT}",
+        "--host=0.0.0.0",
+        f"--max-batch-size={batching.max_batch_size if batching else 32}",
+        f"--max-latency-ms={batching.max_latency_ms if batching else 5}",
+        # Drain within the grace period that is left after preStop.
+        f"--graceful-timeout-s={max(1, grace - PRE_STOP_SECONDS - 2)}",
+    ]
+    if batching is not None and batching.max_queue is not None:
+        args.append(f"--max-queue={batching.max_queue}")
+    return args
+
+
+def build_deployment(
+    owner: Owner,
+    serving: ServingSpec,
+    version: int | None,
+    model_dir: str,
+    model_volume: ModelVolume | None,
+    settings: OperatorSettings,
+) -> dict[str, Any]:
+    """Return the predictor Deployment serving ``model_dir`` (version ``version``).
+
+    ``spec.replicas`` is set to ``minReplicas`` for creation only: afterwards the HPA owns
+    it and the reconciler patches only :func:`owned_spec`.
+    """
+    name = predictor_name(owner.name)
+    grace = serving.termination_grace_period_seconds or DEFAULT_GRACE_SECONDS
+    version_labels = {LABEL_VERSION: str(version)} if version is not None else {}
+    mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
+    volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
+    if model_volume is not None:
+        mounts.insert(0, model_volume.mount())
+        volumes.insert(0, model_volume.volume())
+    container: dict[str, Any] = {
+        "name": "server",
+        "image": serving.image or settings.default_image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": ["python", "-m", "modelservice_serving"],
+        "args": _server_args(serving, owner.name, model_dir, grace),
+        "ports": [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}],
+        "env": container_env(serving, [{"name": "HOME", "value": "/tmp"}]),
+        "resources": container_resources(
+            serving.resources, serving.gpu, settings, DEFAULT_SERVING_REQUESTS
+        ),
+        "securityContext": container_security_context(),
+        "startupProbe": _probe("/v2/health/live", 5, 60),
+        "readinessProbe": _probe("/v2/health/ready", 5, 2),
+        "livenessProbe": _probe("/v2/health/live", 10, 3),
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_SECONDS}}},
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "volumeMounts": mounts,
+    }
+    pod_labels = {**child_metadata(owner, name, "predictor")["labels"], **version_labels}
+    template_meta: dict[str, Any] = {"labels": pod_labels}
+    if serving.pod_annotations:
+        template_meta["annotations"] = dict(serving.pod_annotations)
+    spec: dict[str, Any] = {
+        "selector": {"matchLabels": predictor_selector(owner.name)},
+        "strategy": {
+            "type": "RollingUpdate",
+            "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+        },
+        "revisionHistoryLimit": 5,
+        "progressDeadlineSeconds": 600,
+        "template": {
+            "metadata": template_meta,
+            "spec": {
+                "securityContext": pod_security_context(),
+                "terminationGracePeriodSeconds": grace,
+                "enableServiceLinks": False,
+                "containers": [container],
+                "volumes": volumes,
+                **pod_scheduling(serving, settings),
+            },
+        },
+    }
+    owned = owned_spec(spec)
+    deployment: dict[str, Any] = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": child_metadata(
+            owner,
+            name,
+            "predictor",
+            labels=version_labels,
+            annotations={ANNOTATION_SPEC_HASH: stable_hash(owned)},
+        ),
+        "spec": {"replicas": serving.min_replicas, **spec},
+    }
+    return deployment
+
+
+def owned_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """The Deployment spec fields the operator owns and patches (never ``replicas``)."""
+    return {k: v for k, v in spec.items() if k not in ("replicas", "selector")}

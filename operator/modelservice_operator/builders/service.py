@@ -1,0 +1,37 @@
+"""The predictor Service: a ClusterIP on port 8080 named ``http``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..names import ANNOTATION_SPEC_HASH, predictor_name, predictor_selector, stable_hash
+from .common import Owner, child_metadata
+from .deployment import HTTP_PORT
+
+__all__ = ["build_service", "service_url"]
+
+
+def service_url(owner: Owner, cluster_domain: str = "cluster.local") -> str:
+    """The in-cluster V2 model URL of the predictor."""
+    svc = predictor_name(owner.name)
+    return f"http://{svc}.{owner.namespace}.svc.{cluster_domain}:{HTTP_PORT}/v2/models/{owner.name}"
+
+
+def build_service(owner: Owner) -> dict[str, Any]:
+    """Return the predictor's Service."""
+    spec: dict[str, Any] = {
+        "type": "ClusterIP",
+        "selector": predictor_selector(owner.name),
+        "ports": [{"name": "http", "port": HTTP_PORT, "targetPort": "http", "protocol": "TCP"}],
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": child_metadata(
+            owner,
+            predictor_name(owner.name),
+            "predictor",
+            annotations={ANNOTATION_SPEC_HASH: stable_hash(spec)},
+        ),
+        "spec": spec,
+    }

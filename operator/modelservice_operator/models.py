@@ -1,0 +1,286 @@
+"""Pydantic models of the ModelService spec and status (camelCase on the wire).
+
+These models and the CRD's OpenAPI schema describe the same object; a unit test keeps them in
+agreement. Validation that users need at apply time lives in the CRD (schema and CEL); the
+models repeat the bounds so that the operator never acts on an object the API would refuse.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+__all__ = [
+    "AutoscalingSpec",
+    "BatchingSpec",
+    "Condition",
+    "CustomMetricSpec",
+    "EnvVar",
+    "GPUSpec",
+    "ModelRef",
+    "ModelService",
+    "ModelServiceSpec",
+    "ModelServiceStatus",
+    "ModelStatus",
+    "ModelVersionRecord",
+    "Phase",
+    "PodSpecFields",
+    "QualityGateSpec",
+    "ResourceRequirements",
+    "ServingSpec",
+    "ServingStatus",
+    "StorageSpec",
+    "Toleration",
+    "TrainingSpec",
+    "TrainingStatus",
+    "VersionMetrics",
+]
+
+Quantity = int | str
+AccessMode = Literal["ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOncePod"]
+Phase = Literal["Pending", "Training", "Deploying", "Ready", "Degraded", "Failed"]
+
+
+class _Wire(BaseModel):
+    """Base of every model: camelCase aliases, unknown fields refused."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=False
+    )
+
+    def wire(self) -> dict[str, Any]:
+        """Return the camelCase JSON form without unset optional fields."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+class ResourceRequirements(_Wire):
+    """Kubernetes container resources (requests and limits by resource name)."""
+
+    requests: dict[str, Quantity] | None = None
+    limits: dict[str, Quantity] | None = None
+
+
+class Toleration(_Wire):
+    """A Kubernetes pod toleration."""
+
+    key: str | None = None
+    operator: Literal["Exists", "Equal"] | None = None
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = None
+
+
+class EnvVar(_Wire):
+    """A container environment variable (``valueFrom`` as in Kubernetes)."""
+
+    name: str
+    value: str | None = None
+    value_from: dict[str, Any] | None = None
+
+
+class GPUSpec(_Wire):
+    """GPUs per pod: an extended resource count and an optional product."""
+
+    count: int = Field(1, ge=0, le=64)
+    product: str | None = Field(None, max_length=128)
+    resource: str | None = Field(None, max_length=253)
+
+
+class PodSpecFields(_Wire):
+    """Pod-level settings shared by training and serving."""
+
+    image: str | None = Field(None, max_length=512)
+    resources: ResourceRequirements | None = None
+    gpu: GPUSpec | None = None
+    node_selector: dict[str, str] | None = None
+    tolerations: list[Toleration] | None = Field(None, max_length=32)
+    affinity: dict[str, Any] | None = None
+    priority_class_name: str | None = Field(None, max_length=253)
+    service_account_name: str | None = Field(None, max_length=253)
+    env: list[EnvVar] | None = Field(None, max_length=128)
+    pod_annotations: dict[str, str] | None = None
+
+
+class TrainingSpec(PodSpecFields):
+    """How to train a model version: data, hyperparameters, and the Job's pod."""
+
+    dataset: str = Field(max_length=2048)
+    label_column: str | None = Field(None, max_length=253)
+    epochs: int = Field(10, ge=1, le=10000)
+    batch_size: int = Field(32, ge=1, le=65536)
+    learning_rate: float = Field(0.001, gt=0, le=10)
+    hidden_units: list[int] = Field(default_factory=lambda: [128], min_length=1, max_length=16)
+    validation_split: float | None = Field(None, ge=0, lt=1)
+    test_split: float | None = Field(None, ge=0, lt=1)
+    seed: int | None = Field(None, ge=0)
+    backoff_limit: int = Field(2, ge=0, le=100)
+    active_deadline_seconds: int | None = Field(None, ge=1)
+
+
+class ModelRef(_Wire):
+    """An existing model to serve (``uri``) and/or a version pin."""
+
+    uri: str | None = Field(None, max_length=2048)
+    version: int | None = Field(None, ge=1)
+
+
+class QualityGateSpec(_Wire):
+    """The bar a trained version must meet to be promoted."""
+
+    metric: Literal["accuracy"] = "accuracy"
+    minimum: float = Field(ge=0, le=1)
+
+
+class BatchingSpec(_Wire):
+    """Server-side dynamic batching."""
+
+    max_batch_size: int = Field(32, ge=1, le=4096)
+    max_latency_ms: int = Field(5, ge=0, le=10000)
+    max_queue: int | None = Field(None, ge=1, le=1000000)
+
+
+class CustomMetricSpec(_Wire):
+    """A per-pod metric served by a metrics adapter (HPA ``Pods`` metric)."""
+
+    name: str = Field(max_length=253)
+    target_average_value: Quantity
+
+
+class AutoscalingSpec(_Wire):
+    """HPA targets: CPU utilisation and optionally one per-pod custom metric."""
+
+    target_cpu_utilization_percentage: int | None = Field(
+        80, ge=1, le=1000, alias="targetCPUUtilizationPercentage"
+    )
+    metric: CustomMetricSpec | None = None
+    scale_down_stabilization_seconds: int | None = Field(None, ge=0, le=3600)
+
+
+class ServingSpec(PodSpecFields):
+    """The predictor: replicas bounds, batching, autoscaling and the pods."""
+
+    min_replicas: int = Field(1, ge=1, le=1000)
+    max_replicas: int | None = Field(None, ge=1, le=1000)
+    batching: BatchingSpec | None = None
+    autoscaling: AutoscalingSpec | None = None
+    termination_grace_period_seconds: int | None = Field(None, ge=1, le=3600)
+
+    @property
+    def effective_max_replicas(self) -> int:
+        """``maxReplicas``, defaulting to ``minReplicas``."""
+        return self.max_replicas if self.max_replicas is not None else self.min_replicas
+
+
+class StorageSpec(_Wire):
+    """Where model versions live: a PVC the operator creates or an existing one."""
+
+    existing_claim: str | None = Field(None, max_length=253)
+    size: Quantity = "1Gi"
+    storage_class_name: str | None = Field(None, max_length=253)
+    access_modes: list[AccessMode] = Field(
+        default_factory=lambda: list[AccessMode](["ReadWriteMany"]), min_length=1, max_length=4
+    )
+
+
+class ModelServiceSpec(_Wire):
+    """The desired state of a ModelService."""
+
+    training: TrainingSpec | None = None
+    model: ModelRef | None = None
+    quality_gate: QualityGateSpec | None = None
+    serving: ServingSpec = Field(default_factory=ServingSpec)
+    storage: StorageSpec = Field(default_factory=StorageSpec)
+
+
+class _StatusWire(_Wire):
+    """Base of status models: fields written by older operators are ignored."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+
+class VersionMetrics(_StatusWire):
+    """Evaluation metrics of a model version."""
+
+    accuracy: float | None = None
+    loss: float | None = None
+
+
+class ModelStatus(_StatusWire):
+    """The model being served."""
+
+    version: int | None = None
+    uri: str | None = None
+    metrics: VersionMetrics | None = None
+    trained_at: str | None = None
+
+
+class ModelVersionRecord(_StatusWire):
+    """One trained version and its quality-gate verdict."""
+
+    version: int
+    uri: str | None = None
+    job_name: str | None = None
+    metrics: VersionMetrics | None = None
+    trained_at: str | None = None
+    quality_gate: Literal["Passed", "Failed"] | None = None
+    promoted_at: str | None = None
+
+
+class TrainingStatus(_StatusWire):
+    """The training Job for the current training spec and its live progress."""
+
+    job_name: str | None = None
+    spec_hash: str | None = None
+    version: int | None = None
+    state: Literal["Pending", "Running", "Succeeded", "Failed"] | None = None
+    epoch: int | None = None
+    epochs: int | None = None
+    loss: float | None = None
+    accuracy: float | None = None
+
+
+class ServingStatus(_StatusWire):
+    """The predictor's replicas and address."""
+
+    version: int | None = None
+    replicas: int | None = None
+    ready_replicas: int | None = None
+    ready: str | None = None
+    url: str | None = None
+
+
+class Condition(_StatusWire):
+    """A standard Kubernetes condition."""
+
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str
+    message: str = ""
+    observed_generation: int | None = None
+    last_transition_time: str | None = None
+
+
+class ModelServiceStatus(_StatusWire):
+    """The observed state of a ModelService, written only by the operator."""
+
+    phase: Phase | None = None
+    observed_generation: int | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    model: ModelStatus | None = None
+    training: TrainingStatus | None = None
+    serving: ServingStatus | None = None
+    versions: list[ModelVersionRecord] = Field(default_factory=list)
+
+
+class ModelService(_Wire):
+    """A whole ModelService object (only the parts the operator reads)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    api_version: str = "modelservice.dev/v1alpha1"
+    kind: str = "ModelService"
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    spec: ModelServiceSpec
+    status: ModelServiceStatus | None = None

@@ -1,0 +1,55 @@
+"""Operator configuration, read once from ``MSO_OPERATOR_*`` environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["OperatorSettings", "get_settings"]
+
+
+class OperatorSettings(BaseSettings):
+    """What the operator needs to know that is not in a ModelService.
+
+    Every field reads ``MSO_OPERATOR_<FIELD>``; lists are comma separated.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="MSO_OPERATOR_", extra="ignore")
+
+    default_image: str = Field(
+        "modelservice-serving:latest",
+        description="Image for training Jobs and predictors when the spec names none.",
+    )
+    image_pull_policy: str = Field("IfNotPresent", description="Pull policy of child pods.")
+    namespaces: str = Field(
+        "", description="Comma-separated namespaces to watch; empty watches all namespaces."
+    )
+    reconcile_interval_s: float = Field(
+        15.0, gt=0, description="Seconds between level-based resyncs of every ModelService."
+    )
+    gpu_resource: str = Field("nvidia.com/gpu", description="Default extended resource of GPUs.")
+    gpu_toleration_key: str = Field(
+        "nvidia.com/gpu", description="Taint key tolerated (Exists, NoSchedule) by GPU pods."
+    )
+    gpu_product_label: str = Field(
+        "nvidia.com/gpu.product", description="Node label selecting a GPU product."
+    )
+    peering: str = Field(
+        "", description="kopf peering object name; empty runs standalone (one replica)."
+    )
+    cluster_domain: str = Field("cluster.local", description="DNS suffix of Service URLs.")
+    log_tail_lines: int = Field(20, ge=1, description="Training log lines read for progress.")
+    history_limit: int = Field(20, ge=1, description="Model versions kept in status.versions.")
+
+    @property
+    def namespace_list(self) -> list[str]:
+        """The watched namespaces, or an empty list for the whole cluster."""
+        return [ns.strip() for ns in self.namespaces.split(",") if ns.strip()]
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> OperatorSettings:
+    """Return the process-wide settings (read from the environment once)."""
+    return OperatorSettings()
