@@ -1,0 +1,116 @@
+"""An in-memory stand-in for :class:`modelservice_operator.kube.Kube` (unit tests only)."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from typing import Any
+
+from modelservice_operator.kube import ApiError
+
+
+class FakeKube:
+    """Stores objects by (kind, namespace, name); records writes; no controllers run."""
+
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.events: list[tuple[str, str, str]] = []
+        self.writes: list[tuple[str, str, str]] = []
+        self.logs: dict[str, str] = {}
+        self._uid = itertools.count(1)
+
+    def put(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """Store an object as if a controller or user wrote it."""
+        meta = obj["metadata"]
+        meta.setdefault("uid", f"uid-{next(self._uid)}")
+        meta.setdefault("generation", 1)
+        meta.setdefault("creationTimestamp", "2026-11-28T12:00:00Z")
+        self.objects[(obj["kind"], meta["namespace"], meta["name"])] = obj
+        return obj
+
+    def of(self, kind: str) -> list[dict[str, Any]]:
+        """Every stored object of ``kind``."""
+        return [o for (k, _, _), o in self.objects.items() if k == kind]
+
+    async def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        obj = self.objects.get((kind, namespace, name))
+        return copy.deepcopy(obj) if obj is not None else None
+
+    async def list_objects(
+        self, kind: str, namespace: str, labels: dict[str, str] | None = None
+    ) -> list[dict[str, Any]]:
+        out = []
+        for (k, ns, _), obj in self.objects.items():
+            have = obj["metadata"].get("labels") or {}
+            if (
+                k == kind
+                and ns == namespace
+                and all(have.get(a) == b for a, b in (labels or {}).items())
+            ):
+                out.append(copy.deepcopy(obj))
+        return out
+
+    async def create(self, manifest: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        meta = manifest["metadata"]
+        key = (manifest["kind"], meta["namespace"], meta["name"])
+        if key in self.objects:
+            return copy.deepcopy(self.objects[key]), False
+        self.writes.append(("create", manifest["kind"], meta["name"]))
+        return copy.deepcopy(self.put(copy.deepcopy(manifest))), True
+
+    async def json_patch(
+        self, kind: str, namespace: str, name: str, ops: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        obj = self.objects[(kind, namespace, name)]
+        for op in ops:
+            assert op["op"] == "add", op
+            *parents, leaf = [
+                p.replace("~1", "/").replace("~0", "~") for p in op["path"].split("/")[1:]
+            ]
+            cur = obj
+            for p in parents:
+                cur = cur[p]
+            cur[leaf] = copy.deepcopy(op["value"])
+        if any(op["path"].startswith("/spec") for op in ops):
+            obj["metadata"]["generation"] += 1
+        self.writes.append(("patch", kind, name))
+        return copy.deepcopy(obj)
+
+    async def merge_patch(
+        self, kind: str, namespace: str, name: str, patch: dict[str, Any]
+    ) -> dict[str, Any]:
+        obj = self.objects[(kind, namespace, name)]
+        _merge(obj, patch)
+        self.writes.append(("merge", kind, name))
+        return copy.deepcopy(obj)
+
+    async def delete(self, kind: str, namespace: str, name: str) -> None:
+        self.writes.append(("delete", kind, name))
+        self.objects.pop((kind, namespace, name), None)
+
+    async def patch_status(
+        self, namespace: str, name: str, status: dict[str, Any]
+    ) -> dict[str, Any]:
+        obj = self.objects.get(("ModelService", namespace, name))
+        if obj is None:
+            raise ApiError(404, "gone")
+        obj.setdefault("status", {})
+        _merge(obj, {"status": status})
+        self.writes.append(("status", "ModelService", name))
+        return copy.deepcopy(obj)
+
+    async def pod_log(self, namespace: str, name: str, tail: int) -> str | None:
+        return self.logs.get(name)
+
+    async def event(self, owner: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        self.events.append((type_, reason, message))
+
+
+def _merge(target: dict[str, Any], patch: dict[str, Any]) -> None:
+    for key, value in patch.items():
+        if value is None:
+            target.pop(key, None)
+        elif isinstance(value, dict) and isinstance(target.get(key), dict):
+            _merge(target[key], value)
+        else:
+            target[key] = copy.deepcopy(value)

@@ -1,0 +1,264 @@
+"""The reconcile loop against an in-memory API: idempotence, versions, gate, rollouts."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import pytest
+from fakekube import FakeKube
+
+from modelservice_operator.reconciler import merge_patch_diff, reconcile
+from modelservice_operator.settings import OperatorSettings
+
+pytestmark = pytest.mark.unit
+
+NS = "ml"
+
+
+def _ms(spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "modelservice.dev/v1alpha1",
+        "kind": "ModelService",
+        "metadata": {"name": "digits", "namespace": NS, "uid": "ms-uid", "generation": 1},
+        "spec": spec,
+    }
+
+
+@pytest.fixture
+def kube(sample: dict[str, Any]) -> FakeKube:
+    fake = FakeKube()
+    fake.put(_ms(copy.deepcopy(sample["spec"])))
+    return fake
+
+
+async def run(kube: FakeKube) -> dict[str, Any]:
+    body = kube.objects[("ModelService", NS, "digits")]
+    await reconcile(kube, copy.deepcopy(body), OperatorSettings())  # type: ignore[arg-type]
+    return kube.objects[("ModelService", NS, "digits")]
+
+
+def finish_job(kube: FakeKube, accuracy: float | None, ok: bool = True) -> dict[str, Any]:
+    (job,) = [j for j in kube.of("Job") if not j.get("status")]
+    version = int(job["metadata"]["labels"]["modelservice.dev/version"])
+    if ok:
+        job["status"] = {"conditions": [{"type": "Complete", "status": "True"}]}
+        message = json.dumps(
+            {
+                "status": "Succeeded",
+                "version": version,
+                "uri": f"/models/v{version}",
+                "metrics": {"accuracy": accuracy, "loss": 0.1},
+                "trainedAt": "2026-11-28T12:00:00Z",
+            }
+        )
+        state = {"terminated": {"reason": "Completed", "exitCode": 0, "message": message}}
+        phase = "Succeeded"
+    else:
+        job["status"] = {
+            "conditions": [
+                {
+                    "type": "Failed",
+                    "status": "True",
+                    "reason": "BackoffLimitExceeded",
+                    "message": "Job has reached the specified backoff limit",
+                }
+            ]
+        }
+        message = json.dumps({"status": "Failed", "reason": "DatasetNotFound", "message": "nope"})
+        state = {"terminated": {"reason": "Error", "exitCode": 1, "message": message}}
+        phase = "Failed"
+    kube.put(
+        {
+            "kind": "Pod",
+            "metadata": {
+                "name": job["metadata"]["name"] + "-abcde",
+                "namespace": NS,
+                "labels": {"job-name": job["metadata"]["name"]},
+            },
+            "status": {"phase": phase, "containerStatuses": [{"name": "train", "state": state}]},
+        }
+    )
+    return job
+
+
+def roll_out(kube: FakeKube) -> None:
+    d = kube.objects[("Deployment", NS, "digits-predictor")]
+    n = d["spec"]["replicas"]
+    d["status"] = {
+        "observedGeneration": d["metadata"]["generation"],
+        "replicas": n,
+        "updatedReplicas": n,
+        "readyReplicas": n,
+        "availableReplicas": n,
+    }
+
+
+def conditions(ms: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["type"]: c for c in ms["status"]["conditions"]}
+
+
+async def test_sample_trains_gates_and_serves(kube: FakeKube) -> None:
+    ms = await run(kube)
+    (job,) = kube.of("Job")
+    assert job["metadata"]["labels"]["modelservice.dev/version"] == "1"
+    assert ms["status"]["phase"] == "Pending"
+    assert ms["status"]["training"]["jobName"] == job["metadata"]["name"]
+    assert [p["metadata"]["name"] for p in kube.of("PersistentVolumeClaim")] == ["digits-models"]
+    assert kube.of("Deployment") == []
+
+    finish_job(kube, 0.97)
+    ms = await run(kube)
+    assert ms["status"]["model"]["version"] == 1
+    assert ms["status"]["model"]["metrics"]["accuracy"] == 0.97
+    assert ms["status"]["model"]["uri"] == "pvc://digits-models/v1"
+    assert "modelservice.dev/result" in kube.of("Job")[0]["metadata"]["annotations"]
+    assert ms["status"]["phase"] == "Deploying"
+    assert len(kube.of("Deployment")) == 1
+    assert len(kube.of("Service")) == 1
+    assert len(kube.of("HorizontalPodAutoscaler")) == 1
+    assert kube.of("PodDisruptionBudget") == []
+
+    roll_out(kube)
+    ms = await run(kube)
+    assert ms["status"]["phase"] == "Ready"
+    c = conditions(ms)
+    assert {k: v["status"] for k, v in c.items()} == {
+        "Trained": "True",
+        "QualityGatePassed": "True",
+        "ServingReady": "True",
+        "Ready": "True",
+    }
+    assert ms["status"]["serving"]["ready"] == "1/1"
+    assert ms["status"]["serving"]["url"].endswith(":8080/v2/models/digits")
+    assert ms["status"]["observedGeneration"] == 1
+
+    # Level-based and quiet: nothing changes, nothing is written.
+    kube.writes.clear()
+    await run(kube)
+    assert kube.writes == []
+
+
+async def test_restart_after_job_create_keeps_version(kube: FakeKube) -> None:
+    await run(kube)
+    # The status patch "never happened": a restarted operator sees only the Job.
+    kube.objects[("ModelService", NS, "digits")].pop("status")
+    await run(kube)
+    (job,) = kube.of("Job")
+    assert job["metadata"]["labels"]["modelservice.dev/version"] == "1"
+
+
+async def test_failed_gate_keeps_previous_version(kube: FakeKube) -> None:
+    await run(kube)
+    finish_job(kube, 0.97)
+    await run(kube)
+    roll_out(kube)
+    await run(kube)
+    ms = kube.objects[("ModelService", NS, "digits")]
+    ms["spec"]["training"]["epochs"] = 1
+    ms["metadata"]["generation"] = 2
+    await run(kube)
+    assert len(kube.of("Job")) == 2
+    finish_job(kube, 0.5)
+    ms = await run(kube)
+    assert ms["status"]["model"]["version"] == 1
+    gate = conditions(ms)["QualityGatePassed"]
+    assert gate["status"] == "False"
+    assert "0.5" in gate["message"]
+    assert "0.9" in gate["message"]
+    assert ms["status"]["phase"] == "Degraded"
+    d = kube.objects[("Deployment", NS, "digits-predictor")]
+    assert d["metadata"]["labels"]["modelservice.dev/version"] == "1"
+    assert [v["qualityGate"] for v in ms["status"]["versions"]] == ["Passed", "Failed"]
+
+    # A further training spec gets the next version, never a reused one.
+    ms["spec"]["training"]["epochs"] = 7
+    await run(kube)
+    jobs = sorted(int(j["metadata"]["labels"]["modelservice.dev/version"]) for j in kube.of("Job"))
+    assert jobs == [1, 2, 3]
+
+
+async def test_serving_change_rolls_without_new_job(kube: FakeKube) -> None:
+    await run(kube)
+    finish_job(kube, 0.97)
+    await run(kube)
+    roll_out(kube)
+    await run(kube)
+    d = kube.objects[("Deployment", NS, "digits-predictor")]
+    d["spec"]["replicas"] = 3  # the HPA scaled it
+    before = d["metadata"]["annotations"]["modelservice.dev/spec-hash"]
+    ms = kube.objects[("ModelService", NS, "digits")]
+    ms["spec"]["serving"]["batching"]["maxBatchSize"] = 64
+    ms["spec"]["serving"]["minReplicas"] = 2
+    await run(kube)
+    d = kube.objects[("Deployment", NS, "digits-predictor")]
+    assert d["metadata"]["annotations"]["modelservice.dev/spec-hash"] != before
+    assert "--max-batch-size=64" in d["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert d["spec"]["replicas"] == 3  # never fights the HPA
+    assert len(kube.of("Job")) == 1
+    assert (
+        kube.objects[("HorizontalPodAutoscaler", NS, "digits-predictor")]["spec"]["minReplicas"]
+        == 2
+    )
+    assert len(kube.of("PodDisruptionBudget")) == 1
+    ms["spec"]["serving"]["minReplicas"] = 1
+    await run(kube)
+    assert kube.of("PodDisruptionBudget") == []
+
+
+async def test_failed_job_is_failed(kube: FakeKube) -> None:
+    await run(kube)
+    finish_job(kube, None, ok=False)
+    ms = await run(kube)
+    assert ms["status"]["phase"] == "Failed"
+    ready = conditions(ms)["Ready"]
+    assert ready["reason"] == "BackoffLimitExceeded"
+    assert "DatasetNotFound: nope" in ready["message"]
+    assert ("Warning", "BackoffLimitExceeded") in [(t, r) for t, r, _ in kube.events]
+
+
+async def test_uri_model_without_training() -> None:
+    kube = FakeKube()
+    kube.put(_ms({"model": {"uri": "pvc://models/digits/v7"}, "serving": {"minReplicas": 2}}))
+    ms = await run(kube)
+    assert kube.of("Job") == []
+    assert kube.of("PersistentVolumeClaim") == []
+    d = kube.objects[("Deployment", NS, "digits-predictor")]
+    pod = d["spec"]["template"]["spec"]
+    assert pod["volumes"][0]["persistentVolumeClaim"] == {"claimName": "models", "readOnly": True}
+    assert "--model-dir=/models/digits/v7" in pod["containers"][0]["args"]
+    assert conditions(ms)["Trained"]["reason"] == "ModelProvided"
+    kube.objects[("ModelService", NS, "digits")]["spec"]["model"]["uri"] = "s3://b/m"
+    ms = await run(kube)
+    assert ms["status"]["phase"] == "Failed"
+    assert conditions(ms)["Ready"]["reason"] == "UnsupportedModelURI"
+
+
+async def test_pin_rolls_back_without_retraining(kube: FakeKube) -> None:
+    await run(kube)
+    finish_job(kube, 0.95)
+    await run(kube)
+    ms = kube.objects[("ModelService", NS, "digits")]
+    ms["spec"]["training"]["epochs"] = 9
+    await run(kube)
+    finish_job(kube, 0.96)
+    ms = await run(kube)
+    assert ms["status"]["model"]["version"] == 2
+    ms["spec"]["model"] = {"version": 1}
+    ms = await run(kube)
+    assert len(kube.of("Job")) == 2
+    assert ms["status"]["model"]["version"] == 1
+    assert ms["status"]["model"]["metrics"]["accuracy"] == 0.95
+    d = kube.objects[("Deployment", NS, "digits-predictor")]
+    assert "--model-dir=/models/v1" in d["spec"]["template"]["spec"]["containers"][0]["args"]
+    del ms["spec"]["model"]
+    ms = await run(kube)
+    assert ms["status"]["model"]["version"] == 2
+
+
+def test_merge_patch_diff() -> None:
+    old = {"a": 1, "b": {"c": 2, "d": 3}, "e": [1]}
+    new = {"a": 1, "b": {"c": 2}, "e": [1, 2], "f": "x"}
+    assert merge_patch_diff(old, new) == {"b": {"d": None}, "e": [1, 2], "f": "x"}
+    assert merge_patch_diff(new, new) == {}
