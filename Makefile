@@ -45,3 +45,45 @@ test: $(VENV) lint ## every test tier: unit, cluster, e2e
 demo: $(VENV) ## the main job: local cluster, operator, the sample ModelService to Ready
 	$(CLUSTER) up
 	$(CLUSTER) nodes
+
+# ---------------------------------------------------------------- installation (deploy/, charts/)
+CHART := charts/modelservice-operator
+CRD_FILE := modelservices.modelservice.dev.yaml
+# The cluster's helm once `make cluster` has run, else the one cached by an earlier build.
+HELM ?= $(firstword $(wildcard .cluster/bin/helm) $(wildcard $(HOME)/.cache/modelservice-operator/cluster/*/bin/helm) helm)
+OPERATOR_IMAGE ?= modelservice-operator:0.1.0
+BASE_IMAGE ?= python:3.11-slim-bookworm
+
+.PHONY: sync-crd
+sync-crd: ## copy the canonical CRD (deploy/crd) into the chart's crds/
+	cp deploy/crd/$(CRD_FILE) $(CHART)/crds/$(CRD_FILE)
+
+.PHONY: chart-lint
+chart-lint: ## helm lint the chart with each ci/*-values.yaml
+	@for values in $(CHART)/ci/*-values.yaml; do \
+		echo "helm lint --strict -f $$values"; \
+		$(HELM) lint --strict --quiet $(CHART) -f $$values || exit 1; \
+	done
+
+.PHONY: test-install
+test-install: $(VENV) ## installation tests: chart and kustomize units, then on the local cluster
+	$(PY) -m pytest tests/unit/deploy $(PYTEST_ARGS)
+	$(CLUSTER) up
+	$(PY) -m pytest tests/cluster/test_install_*.py $(PYTEST_ARGS)
+
+.PHONY: operator-image
+operator-image: ## build the operator's image (OPERATOR_IMAGE, BASE_IMAGE)
+	docker build -f operator/Dockerfile --build-arg BASE_IMAGE=$(BASE_IMAGE) -t $(OPERATOR_IMAGE) .
+
+SERVING_IMAGE ?= modelservice-serving:dev
+# Empty: the Dockerfile's default (python:3.11-slim). Without a registry:
+#   serving/scripts/bootstrap-base-image.sh && make image SERVING_BASE_IMAGE=local/python-base:bookworm
+SERVING_BASE_IMAGE ?=
+
+.PHONY: image
+image: ## build the serving image (SERVING_IMAGE, SERVING_BASE_IMAGE)
+	BASE_IMAGE=$(SERVING_BASE_IMAGE) serving/scripts/build-image.sh $(SERVING_IMAGE)
+
+.PHONY: bench
+bench: $(VENV) ## serving benchmark vs KServe and MLServer; writes tests/benchmarks/serving.md
+	$(PY) tests/benchmarks/serving_bench.py

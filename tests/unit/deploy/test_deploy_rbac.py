@@ -1,0 +1,192 @@
+"""The operator's RBAC: exactly the reviewed verbs, the same in kustomize and in the chart.
+
+``REVIEWED`` is the one place a permission is justified: adding a verb to the operator means
+adding it here with the code that uses it, and to deploy/rbac (the chart must follow). The
+cluster test tests/cluster/test_install_rbac.py proves the same set is enough.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import yaml
+
+from .conftest import CHART, DEPLOY, Manifests, by_kind, one
+
+Permission = tuple[str, str, str]  # (apiGroup, resource, verb)
+
+# In every watched namespace; why each one is needed:
+REVIEWED_NAMESPACED: dict[Permission, str] = {
+    ("modelservice.dev", "modelservices", "list"): "kopf: watch stream (initial list)",
+    ("modelservice.dev", "modelservices", "watch"): "kopf: watch stream",
+    ("modelservice.dev", "modelservices", "patch"): "kopf: progress/diff-base annotations",
+    ("modelservice.dev", "modelservices", "get"): "reconciler.reconcile re-reads the object",
+    ("modelservice.dev", "modelservices/status", "patch"): "reconciler._write_status",
+    ("modelservice.dev", "modelservices/finalizers", "update"): "blockOwnerDeletion owner refs",
+    ("", "events", "create"): "kopf handler events, kube.Kube.event",
+    ("batch", "jobs", "get"): "kube.Kube.create on AlreadyExists",
+    ("batch", "jobs", "list"): "reconciler._reconcile_training finds versions",
+    ("batch", "jobs", "create"): "one training Job per version",
+    ("batch", "jobs", "patch"): "training result annotation",
+    ("apps", "deployments", "get"): "_ensure",
+    ("apps", "deployments", "create"): "_ensure",
+    ("apps", "deployments", "patch"): "_ensure on drift",
+    ("", "services", "get"): "_ensure",
+    ("", "services", "create"): "_ensure",
+    ("", "services", "patch"): "_ensure on drift",
+    ("autoscaling", "horizontalpodautoscalers", "get"): "_ensure",
+    ("autoscaling", "horizontalpodautoscalers", "create"): "_ensure",
+    ("autoscaling", "horizontalpodautoscalers", "patch"): "_ensure on drift",
+    ("policy", "poddisruptionbudgets", "get"): "_ensure, and before deleting",
+    ("policy", "poddisruptionbudgets", "create"): "_ensure",
+    ("policy", "poddisruptionbudgets", "patch"): "_ensure on drift",
+    ("policy", "poddisruptionbudgets", "delete"): "PDB no longer applies",
+    ("", "persistentvolumeclaims", "get"): "kube.Kube.create on AlreadyExists",
+    ("", "persistentvolumeclaims", "create"): "the model store",
+    ("", "pods", "list"): "training and predictor pods for diagnosis",
+    ("", "pods/log", "get"): "training progress (log tail)",
+}
+# Cluster-scoped, whatever the namespaces: kopf's CRD observer.
+REVIEWED_FRAMEWORK: dict[Permission, str] = {
+    ("apiextensions.k8s.io", "customresourcedefinitions", "list"): "kopf resource observer",
+    ("apiextensions.k8s.io", "customresourcedefinitions", "watch"): "kopf resource observer",
+}
+# Cluster-scoped, only when watching a list of namespaces: kopf's namespace observer.
+REVIEWED_NAMESPACE_OBSERVER: dict[Permission, str] = {
+    ("", "namespaces", "list"): "kopf namespace observer (--namespace only)",
+    ("", "namespaces", "watch"): "kopf namespace observer (--namespace only)",
+}
+# Never granted: no feature reads credentials or configuration objects.
+FORBIDDEN_RESOURCES = {"secrets", "configmaps", "serviceaccounts/token", "*"}
+
+
+def permissions(role: dict[str, Any]) -> set[Permission]:
+    """Flatten a (Cluster)Role's rules into (apiGroup, resource, verb) triples."""
+    return {
+        (group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
+def load_yaml(path: str) -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((DEPLOY / path).read_text())
+    return loaded
+
+
+def test_kustomize_manager_role_is_exactly_the_reviewed_set() -> None:
+    role = load_yaml("rbac/common/manager_role.yaml")
+    assert permissions(role) == set(REVIEWED_NAMESPACED)
+
+
+def test_kustomize_framework_roles_are_exactly_the_reviewed_sets() -> None:
+    assert permissions(load_yaml("rbac/common/framework_role.yaml")) == set(REVIEWED_FRAMEWORK)
+    observer = load_yaml("rbac/namespaced/namespace_observer_role.yaml")
+    assert permissions(observer) == set(REVIEWED_NAMESPACE_OBSERVER)
+
+
+def all_rbac_files() -> list[str]:
+    return sorted(
+        str(p.relative_to(DEPLOY)) for p in (DEPLOY / "rbac").rglob("*.yaml") if "role" in p.name
+    )
+
+
+@pytest.mark.parametrize("path", all_rbac_files())
+def test_no_wildcards_and_no_secrets(path: str) -> None:
+    document = load_yaml(path)
+    for rule in document.get("rules", []):
+        for field in ("apiGroups", "resources", "verbs"):
+            assert "*" not in rule[field], f"{path}: wildcard in {field}"
+        assert not FORBIDDEN_RESOURCES & set(rule["resources"]), f"{path}: {rule['resources']}"
+        assert not rule.get("resourceNames"), "names would make a verb silently partial"
+
+
+def test_every_rule_is_commented_with_its_user() -> None:
+    """Each rule in the kustomize roles says who uses it (kopf or this operator)."""
+    for path in all_rbac_files():
+        lines = (DEPLOY / path).read_text().splitlines()
+        for index, line in enumerate(lines):
+            if line.strip().startswith("- apiGroups:"):
+                above = [x.strip() for x in lines[max(0, index - 6) : index]]
+                assert any(x.startswith("#") for x in above), f"{path}:{index + 1} uncommented"
+
+
+def chart_rbac(manifests: Manifests) -> dict[str, set[Permission]]:
+    """The chart's ClusterRoles by name suffix (-framework, -manager, -namespaces)."""
+    return {
+        role["metadata"]["name"].rsplit("-", 1)[1]: permissions(role)
+        for role in by_kind(manifests, "ClusterRole")
+    }
+
+
+def test_chart_cluster_wide_grants_the_reviewed_set(
+    render_chart: Callable[..., Manifests],
+) -> None:
+    manifests = render_chart()
+    assert chart_rbac(manifests) == {
+        "framework": set(REVIEWED_FRAMEWORK),
+        "manager": set(REVIEWED_NAMESPACED),
+    }
+    assert not by_kind(manifests, "Role")
+    assert not by_kind(manifests, "RoleBinding")
+    binding = one(manifests, "ClusterRoleBinding", "-manager")
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "mso-modelservice-operator", "namespace": "ops"}
+    ]
+
+
+def test_chart_namespaced_binds_manager_role_only_in_watched_namespaces(
+    render_chart: Callable[..., Manifests],
+) -> None:
+    manifests = render_chart(CHART / "ci" / "namespaced-values.yaml")
+    assert chart_rbac(manifests) == {
+        "framework": set(REVIEWED_FRAMEWORK),
+        "manager": set(REVIEWED_NAMESPACED),
+        "namespaces": set(REVIEWED_NAMESPACE_OBSERVER),
+    }
+    bindings = by_kind(manifests, "RoleBinding")
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
+    for binding in bindings:
+        assert binding["roleRef"]["name"].endswith("-manager")
+        assert binding["subjects"][0]["namespace"] == "ops"
+    cluster_bindings = {b["roleRef"]["name"] for b in by_kind(manifests, "ClusterRoleBinding")}
+    assert not any(name.endswith("-manager") for name in cluster_bindings)
+
+
+def test_chart_manager_rules_are_the_kustomize_rules_comments_included(
+    helm: Callable[..., Any],
+) -> None:
+    """One set of rules, written twice: the chart's copy is the kustomize file's, verbatim."""
+    canonical = (DEPLOY / "rbac" / "common" / "manager_role.yaml").read_text()
+    rules = canonical[canonical.index("rules:\n") :]
+    assert rules in (CHART / "templates" / "rbac.yaml").read_text()
+
+
+def test_chart_rbac_can_be_turned_off(render_chart: Callable[..., Manifests]) -> None:
+    manifests = render_chart(sets=["rbac.create=false"])
+    for kind in ("ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"):
+        assert not by_kind(manifests, kind)
+
+
+def test_kustomize_overlays_bind_the_reviewed_roles(
+    kustomize: Callable[[str], Manifests],
+) -> None:
+    default = kustomize("default")
+    assert {r["metadata"]["name"] for r in by_kind(default, "ClusterRole")} == {
+        "modelservice-operator-framework",
+        "modelservice-operator-manager",
+    }
+    namespaced = kustomize("namespaced")
+    binding = one(namespaced, "RoleBinding")
+    assert binding["metadata"]["namespace"] == "modelservice-workloads"
+    assert binding["subjects"][0]["namespace"] == "modelservice-system"
+    manager_bindings = [
+        b
+        for b in by_kind(namespaced, "ClusterRoleBinding")
+        if b["roleRef"]["name"] == "modelservice-operator-manager"
+    ]
+    assert not manager_bindings, "a namespaced operator must not get the manager role cluster-wide"
