@@ -230,7 +230,8 @@ def diagnose_job(job: dict[str, Any], pods: list[dict[str, Any]]) -> JobOutcome:
         return JobOutcome("Failed", reason, message)
     live = [p for p in ordered if not _get(p, "metadata", "deletionTimestamp")]
     stuck = diagnose_pods(live)
-    running = [p for p in live if _get(p, "status", "phase") == "Running"]
+    # A pod that just succeeded is still "training" until the Job controller says Complete.
+    running = [p for p in live if _get(p, "status", "phase") in ("Running", "Succeeded")]
     if running and stuck is None:
         return JobOutcome(
             "Running", "Training", "training", pod_name=_get(running[0], "metadata", "name")

@@ -25,7 +25,7 @@ from .builders.pdb import build_pdb
 from .builders.pvc import build_pvc, store_claim
 from .builders.service import build_service, service_url
 from .diagnosis import JobOutcome, Stuck, diagnose_job, diagnose_pods, parse_progress
-from .kube import Kube
+from .kube import ApiError, Kube
 from .models import (
     Condition,
     ModelServiceSpec,
@@ -362,12 +362,16 @@ async def _reconcile(
     versions = list(status.versions)
     trained: _Training | None = None
     claim = store_claim(owner, spec.storage)
+    rejected: Stuck | None = None
     if spec.training is not None:
-        pvc = build_pvc(owner, spec.storage)
-        if pvc is not None:
-            await kube.create(pvc)
-        trained = await _reconcile_training(kube, owner, spec, status, claim, settings, body)
-        if trained.record is not None and trained.gate is not None:
+        try:
+            pvc = build_pvc(owner, spec.storage)
+            if pvc is not None:
+                await kube.create(pvc)
+            trained = await _reconcile_training(kube, owner, spec, status, claim, settings, body)
+        except ApiError as exc:
+            rejected = _rejected(exc)
+        if trained is not None and trained.record is not None and trained.gate is not None:
             record = trained.record
             pinned = spec.model is not None and spec.model.version is not None
             newly_promoted = status.model is None or status.model.version != record.version
@@ -416,6 +420,9 @@ async def _reconcile(
             )
         except ChildConflictError as exc:
             problem = Stuck("NameConflict", str(exc))
+        except ApiError as exc:
+            problem = _rejected(exc)
+    problem = problem or rejected
 
     obs = cond.Observed(
         generation=generation,
@@ -502,6 +509,14 @@ async def _reconcile_serving(
         url=service_url(owner, settings.cluster_domain),
     )
     return obs, sstatus
+
+
+def _rejected(exc: ApiError) -> Stuck:
+    """Turn a permanent API refusal of a child into a status problem; re-raise the rest."""
+    if exc.status in (400, 403, 422):
+        reason = "Forbidden" if exc.status == 403 else "ChildRejected"
+        return Stuck(reason, f"the API refused a child object: {exc}")
+    raise exc
 
 
 def _ready(conds: list[Condition]) -> Condition | None:

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from fakekube import FakeKube
 
+from modelservice_operator.kube import ApiError
 from modelservice_operator.reconciler import merge_patch_diff, reconcile
 from modelservice_operator.settings import OperatorSettings
 
@@ -262,3 +263,19 @@ def test_merge_patch_diff() -> None:
     new = {"a": 1, "b": {"c": 2}, "e": [1, 2], "f": "x"}
     assert merge_patch_diff(old, new) == {"b": {"d": None}, "e": [1, 2], "f": "x"}
     assert merge_patch_diff(new, new) == {}
+
+
+async def test_refused_child_is_reported_not_retried_forever(kube: FakeKube) -> None:
+    real_create = kube.create
+
+    async def refuse_jobs(manifest: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        if manifest["kind"] == "Job":
+            raise ApiError(422, 'Job.batch "x" is invalid: spec.template...: Invalid value')
+        return await real_create(manifest)
+
+    kube.create = refuse_jobs  # type: ignore[method-assign]
+    ms = await run(kube)
+    assert ms["status"]["phase"] == "Failed"
+    ready = conditions(ms)["Ready"]
+    assert ready["reason"] == "ChildRejected"
+    assert "Invalid value" in ready["message"]
