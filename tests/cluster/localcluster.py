@@ -451,6 +451,7 @@ def start_cluster(bins: Path) -> None:
             "--node-ip=10.0.0.1",
             "--node-lease-duration-seconds=40",
             f"--server-address=127.0.0.1:{ports['kwok']}",
+            "--v=WARN",
         ],
         logs,
     )
