@@ -42,12 +42,12 @@ async def list_models(request: Request) -> dict[str, list[str]]:
     return {"models": [_state(request).settings.model_name]}
 
 
-@router.get("/v1/models/{name}", summary="Model status")
-async def model_status(name: str, request: Request) -> dict[str, Any]:
+@router.get("/v1/models/{name}", summary="Model status: 200 when ready, 503 before")
+async def model_status(name: str, request: Request) -> Response:
     state = _state(request)
     if name != state.settings.model_name:
         raise ModelNotFoundError(name)
-    return {"name": name, "ready": state.ready}
+    return payloads.json_response({"name": name, "ready": state.ready}, 200 if state.ready else 503)
 
 
 @router.post(
