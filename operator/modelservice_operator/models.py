@@ -113,7 +113,7 @@ class TrainingSpec(PodSpecFields):
     learning_rate: float = Field(0.001, gt=0, le=10)
     hidden_units: list[int] = Field(default_factory=lambda: [128], min_length=1, max_length=16)
     validation_split: float | None = Field(None, ge=0, lt=1)
-    test_split: float | None = Field(None, ge=0, lt=1)
+    test_split: float | None = Field(None, gt=0, lt=1)
     seed: int | None = Field(None, ge=0)
     backoff_limit: int = Field(2, ge=0, le=100)
     active_deadline_seconds: int | None = Field(None, ge=1)
