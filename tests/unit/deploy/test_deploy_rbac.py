@@ -30,6 +30,7 @@ REVIEWED_NAMESPACED: dict[Permission, str] = {
     ("batch", "jobs", "list"): "reconciler._reconcile_training finds versions",
     ("batch", "jobs", "create"): "one training Job per version",
     ("batch", "jobs", "patch"): "training result annotation",
+    ("batch", "jobs", "delete"): "reconciler._stop_superseded (a changed training spec)",
     ("apps", "deployments", "get"): "_ensure",
     ("apps", "deployments", "create"): "_ensure",
     ("apps", "deployments", "patch"): "_ensure on drift",
