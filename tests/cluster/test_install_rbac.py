@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from kubeharness import KubeCluster
+from kubeharness import KubeCluster, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "modelservice-operator"
@@ -69,6 +69,13 @@ def chart_release(kube_cluster: KubeCluster, namespace: str) -> Iterator[str]:
     kube_cluster.helm("uninstall", "-n", namespace, RELEASE, "--wait", check=False)
 
 
+def change_serving(cluster: KubeCluster, namespace: str, name: str, min_replicas: int) -> None:
+    patch = {"spec": {"serving": {"minReplicas": min_replicas}}}
+    cluster.kubectl(
+        "patch", "modelservice", name, "-n", namespace, "--type=merge", "-p", json.dumps(patch)
+    )
+
+
 def can_i(cluster: KubeCluster, namespace: str, *args: str) -> bool:
     """`kubectl auth can-i` as the chart's ServiceAccount."""
     subject = f"system:serviceaccount:{namespace}:{SERVICE_ACCOUNT}"
@@ -92,10 +99,17 @@ def test_operator_with_chart_permissions_drives_sample_to_ready(
     try:
         service = opharness.apply(kube_cluster, opharness.sample_manifest(), namespace)
         status = service.wait_phase("Ready", timeout=120)
+        assert status["phase"] == "Ready"
+        # Changes exercise the patch and delete verbs: two replicas bring a PDB and patch
+        # the Deployment and the HPA; back to one deletes the PDB.
+        change_serving(kube_cluster, namespace, service.name, min_replicas=2)
+        wait_for("the PDB", lambda: service.children("poddisruptionbudgets"), timeout=60)
+        change_serving(kube_cluster, namespace, service.name, min_replicas=1)
+        wait_for("no PDB", lambda: not service.children("poddisruptionbudgets"), timeout=60)
+        service.wait_phase("Ready", timeout=60)
     finally:
         operator.stop()
     logs = operator.logs()
-    assert status["phase"] == "Ready"
     for refusal in ("Forbidden", "forbidden", " 403"):
         assert refusal not in logs, f"{refusal!r} in the operator log:\n{logs[-5000:]}"
 
