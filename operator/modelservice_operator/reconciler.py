@@ -150,6 +150,37 @@ def _max_version(status: ModelServiceStatus, jobs: list[dict[str, Any]]) -> int:
     return max(known)
 
 
+def _job_finished(job: dict[str, Any]) -> bool:
+    conditions = (job.get("status") or {}).get("conditions") or []
+    return any(
+        c.get("type") in ("Complete", "Failed") and c.get("status") == "True" for c in conditions
+    )
+
+
+async def _stop_superseded(kube: Kube, owner: Owner, others: list[dict[str, Any]]) -> None:
+    """Delete training Jobs of older training specs that still run: nobody wants them.
+
+    Finished Jobs stay: their version labels and result annotations are the history.
+    Best effort: without the ``delete`` verb on jobs the old Job just runs to its end.
+    """
+    for job in others:
+        if _job_finished(job) or job["metadata"].get("deletionTimestamp"):
+            continue
+        name = job["metadata"]["name"]
+        try:
+            await kube.delete("Job", owner.namespace, name)
+        except ApiError as exc:
+            log.warning("cannot stop superseded training Job %s: %s", name, exc)
+            continue
+        log.info("stopped superseded training Job %s", name)
+        await kube.event(
+            {"metadata": {"name": owner.name, "namespace": owner.namespace, "uid": owner.uid}},
+            "Normal",
+            "TrainingSuperseded",
+            f"stopped Job {name}: the training spec changed",
+        )
+
+
 def _record_from_result(
     version: int, jname: str, claim: str, result: dict[str, Any] | None
 ) -> ModelVersionRecord:
@@ -190,6 +221,7 @@ async def _reconcile_training(
         if _owned_by(j, owner.uid)
     ]
     job = next((j for j in jobs if j["metadata"]["name"] == jname), None)
+    await _stop_superseded(kube, owner, [j for j in jobs if j["metadata"]["name"] != jname])
     if job is None:
         version = _max_version(status, jobs) + 1
         manifest = build_job(owner, training, version, ModelVolume(claim, False), settings)

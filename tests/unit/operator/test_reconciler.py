@@ -279,3 +279,20 @@ async def test_refused_child_is_reported_not_retried_forever(kube: FakeKube) -> 
     ready = conditions(ms)["Ready"]
     assert ready["reason"] == "ChildRejected"
     assert "Invalid value" in ready["message"]
+
+
+async def test_superseded_running_job_is_stopped(kube: FakeKube) -> None:
+    await run(kube)
+    (first,) = kube.of("Job")
+    ms = kube.objects[("ModelService", NS, "digits")]
+    ms["spec"]["training"]["epochs"] = 2
+    await run(kube)
+    (second,) = kube.of("Job")
+    assert second["metadata"]["name"] != first["metadata"]["name"]
+    assert second["metadata"]["labels"]["modelservice.dev/version"] == "2"
+    assert ("Normal", "TrainingSuperseded") in [(t, r) for t, r, _ in kube.events]
+    # A finished Job is history and stays.
+    finish_job(kube, 0.95)
+    ms["spec"]["training"]["epochs"] = 3
+    await run(kube)
+    assert len(kube.of("Job")) == 2
