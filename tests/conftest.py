@@ -10,6 +10,7 @@ for it.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -45,7 +46,8 @@ def kube_cluster() -> KubeCluster:
 @pytest.fixture
 def namespace(kube_cluster: KubeCluster, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh namespace for one test, deleted afterwards."""
-    stem = request.node.name.lower().replace("_", "-")[:40].strip("-")
+    # Namespace names are DNS labels: parametrized ids bring "[", "]", "." and more.
+    stem = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower())[:40].strip("-")
     name = f"{stem}-{uuid.uuid4().hex[:6]}"
     kube_cluster.kubectl("create", "namespace", name)
     # Pods need the namespace's default ServiceAccount, which a controller adds.
