@@ -45,6 +45,7 @@ test: $(VENV) lint ## every test tier: unit, cluster, e2e
 demo: $(VENV) ## the main job: local cluster, operator, the sample ModelService to Ready
 	$(CLUSTER) up
 	$(CLUSTER) nodes
+	$(PY) tests/cluster/operator_demo.py
 
 # ---------------------------------------------------------------- installation (deploy/, charts/)
 CHART := charts/modelservice-operator

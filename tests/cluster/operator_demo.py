@@ -127,6 +127,12 @@ def main() -> int:
         start_operator(args.namespace)
     manifest: dict[str, Any] = yaml.safe_load(SAMPLE.read_text())
     if simulated():
+        print(
+            "[demo] every node is simulated (kwok): pods run no code, so the training "
+            f"result is scripted ({json.dumps(SIM_RESULT['metrics'])}); scheduling, the "
+            "Job, the gate, the Deployment, Service and HPA are real API objects",
+            flush=True,
+        )
         manifest["spec"]["training"]["podAnnotations"] = {
             "sim.modelservice.dev/duration": "3s",
             "sim.modelservice.dev/termination-message": json.dumps(SIM_RESULT),
@@ -142,6 +148,20 @@ def main() -> int:
             print(f"[demo] phase {phase or '-'}", flush=True)
         if phase == "Ready":
             print(kubectl("get", "ms", "-n", args.namespace))
+            print("[demo] conditions:")
+            print(
+                kubectl(
+                    "get",
+                    "ms",
+                    "digits",
+                    "-n",
+                    args.namespace,
+                    "-o",
+                    "jsonpath={range .status.conditions[*]}"
+                    "{.type}{'\\t'}{.status}{'\\t'}{.reason}{'\\t'}{.message}{'\\n'}{end}",
+                )
+            )
+            print(kubectl("get", "deploy,svc,hpa,job,pod", "-n", args.namespace, "-o", "wide"))
             return 0
         if phase == "Failed":
             break
