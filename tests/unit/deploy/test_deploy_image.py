@@ -40,6 +40,16 @@ def test_dockerfile_shape() -> None:
     assert 'ENTRYPOINT ["/usr/local/bin/modelservice-operator"]' in text
 
 
+def test_build_context_is_only_the_operator() -> None:
+    """BuildKit's per-Dockerfile ignore file keeps .venv, .cluster and serving/ out."""
+    ignore = (REPO / "operator" / "Dockerfile.dockerignore").read_text().splitlines()
+    assert ignore[ignore.index("*") + 1 :][:3] == [
+        "!pyproject.toml",
+        "!README.md",
+        "!operator/modelservice_operator/",
+    ]
+
+
 def run_entrypoint(tmp_path: Path, namespaces: str | None, *args: str) -> list[str]:
     """Run the entrypoint with a stub ``kopf`` that prints its arguments, one per line."""
     script = tmp_path / "entrypoint"
