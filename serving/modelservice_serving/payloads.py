@@ -25,16 +25,19 @@ _NUMPY = orjson.OPT_SERIALIZE_NUMPY
 async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
     """The body as a JSON object; 413 past ``limit`` bytes, 400 when not a JSON object."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLargeError(f"request body of {declared} bytes exceeds {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLargeError(f"request body exceeds {limit} bytes")
-        chunks.append(chunk)
-    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    if declared is not None and declared.isdigit():
+        if int(declared) > limit:
+            raise PayloadTooLargeError(f"request body of {declared} bytes exceeds {limit} bytes")
+        body = await request.body()
+    else:  # chunked: count while reading, never buffer past the limit
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLargeError(f"request body exceeds {limit} bytes")
+            chunks.append(chunk)
+        body = b"".join(chunks)
     if not body:
         raise InvalidRequestError("request body is empty; expected a JSON object")
     try:

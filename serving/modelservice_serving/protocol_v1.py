@@ -61,6 +61,12 @@ async def model_status(name: str, request: Request) -> Response:
     },
 )
 async def predict(name: str, request: Request) -> Response:
+    return await serve_predict(request)
+
+
+async def serve_predict(request: Request) -> Response:
+    """The predict handler proper; also mounted as a fast route (see ``fast_routes``)."""
+    name: str = request.path_params["name"]
     state = _state(request)
     model, batcher = state.loaded_model(name)
     payload = await payloads.read_json_object(request, state.settings.max_body_bytes)

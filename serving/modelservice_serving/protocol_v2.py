@@ -114,6 +114,13 @@ _INFER_OPENAPI = {
     openapi_extra=_INFER_OPENAPI,
 )
 async def infer(name: str, request: Request, version: str | None = None) -> Response:
+    return await serve_infer(request)
+
+
+async def serve_infer(request: Request) -> Response:
+    """The infer handler proper; also mounted as a fast route (see ``fast_routes``)."""
+    name: str = request.path_params["name"]
+    version: str | None = request.path_params.get("version")
     state = _state(request)
     model = _model(request, name, version)
     assert state.batcher is not None
