@@ -122,6 +122,71 @@ def _as_batches(
     return data.batch(batch).with_options(options)
 
 
+def _fit_multi_worker(
+    model: Any,
+    strategy: Any,
+    train_batches: Any,
+    validation: Any,
+    test_batches: Any,
+    epochs: int,
+    global_batch: int,
+    progress: Any,
+) -> tuple[float, float]:
+    """Trains with ``strategy.run`` per step; returns test (loss, accuracy)."""
+    import keras
+    import tensorflow as tf
+
+    with strategy.scope():
+        per_example_loss = keras.losses.SparseCategoricalCrossentropy(reduction=None)
+    optimizer = model.optimizer
+    total = tf.distribute.ReduceOp.SUM
+
+    def sums(labels: Any, probabilities: Any) -> tuple[Any, Any, Any, Any]:
+        losses = per_example_loss(labels, probabilities)
+        predicted = tf.argmax(probabilities, axis=1, output_type=labels.dtype)
+        correct = tf.reduce_sum(tf.cast(tf.equal(predicted, labels), tf.float32))
+        return losses, tf.reduce_sum(losses), correct, tf.cast(tf.size(labels), tf.float32)
+
+    def replica_train(features: Any, labels: Any) -> tuple[Any, Any, Any]:
+        with tf.GradientTape() as tape:
+            probabilities = model(features, training=True)
+            losses, loss_sum, correct, count = sums(labels, probabilities)
+            scaled = tf.nn.compute_average_loss(losses, global_batch_size=global_batch)
+        gradients = tape.gradient(scaled, model.trainable_variables)
+        optimizer.apply_gradients(zip(gradients, model.trainable_variables, strict=True))
+        return loss_sum, correct, count
+
+    def replica_eval(features: Any, labels: Any) -> tuple[Any, Any, Any]:
+        _, loss_sum, correct, count = sums(labels, model(features, training=False))
+        return loss_sum, correct, count
+
+    @tf.function  # type: ignore[untyped-decorator]
+    def train_step(batch: Any) -> list[Any]:
+        results = strategy.run(replica_train, args=batch)
+        return [strategy.reduce(total, value, axis=None) for value in results]
+
+    @tf.function  # type: ignore[untyped-decorator]
+    def eval_step(batch: Any) -> list[Any]:
+        results = strategy.run(replica_eval, args=batch)
+        return [strategy.reduce(total, value, axis=None) for value in results]
+
+    def run(step: Any, batches: Any) -> tuple[float, float]:
+        loss_sum = correct = count = 0.0
+        for batch in strategy.experimental_distribute_dataset(batches):
+            batch_loss, batch_correct, batch_count = step(batch)
+            loss_sum += float(batch_loss)
+            correct += float(batch_correct)
+            count += float(batch_count)
+        return loss_sum / max(count, 1.0), correct / max(count, 1.0)
+
+    for epoch in range(epochs):
+        logs = dict(zip(("loss", "accuracy"), run(train_step, train_batches), strict=True))
+        if validation is not None:
+            logs.update(zip(("val_loss", "val_accuracy"), run(eval_step, validation), strict=True))
+        progress.on_epoch_end(epoch, logs)
+    return run(eval_step, test_batches)
+
+
 def signature_tensors(saved_model_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Inputs and outputs of the exported signature, in the V2 metadata format."""
     from ..model import ServedModel
@@ -162,17 +227,26 @@ def train(settings: TrainSettings, place: Placement) -> TrainingResult:
         validation = (
             _as_batches(parts.x_val, parts.y_val, global_batch, None) if len(parts.y_val) else None
         )
-        model.fit(
-            _as_batches(parts.x_train, parts.y_train, global_batch, settings.seed),
-            validation_data=validation,
-            epochs=settings.epochs,
-            shuffle=False,  # the tf.data pipeline shuffles, seeded
-            verbose=0,
-            callbacks=[_progress_callback(settings.epochs, place.is_chief)],
-        )
-        loss, accuracy = model.evaluate(
-            _as_batches(parts.x_test, parts.y_test, global_batch, None), verbose=0
-        )
+        train_batches = _as_batches(parts.x_train, parts.y_train, global_batch, settings.seed)
+        test_batches = _as_batches(parts.x_test, parts.y_test, global_batch, None)
+        progress = _progress_callback(settings.epochs, place.is_chief)
+        if place.workers > 1:
+            # Keras 3's fit() fails under MultiWorkerMirroredStrategy (keras-team/keras#20585):
+            # a plain distributed loop over the same model and optimizer instead.
+            loss, accuracy = _fit_multi_worker(
+                model, place.strategy, train_batches, validation, test_batches,
+                settings.epochs, global_batch, progress,
+            )  # fmt: skip
+        else:
+            model.fit(
+                train_batches,
+                validation_data=validation,
+                epochs=settings.epochs,
+                shuffle=False,  # the tf.data pipeline shuffles, seeded
+                verbose=0,
+                callbacks=[progress],
+            )
+            loss, accuracy = model.evaluate(test_batches, verbose=0)
         metrics = {"accuracy": round(float(accuracy), 6), "loss": round(float(loss), 6)}
         trained_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         version = (

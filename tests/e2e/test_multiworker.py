@@ -1,0 +1,72 @@
+"""Scale-out: the ``train`` entrypoint under TF_CONFIG with two local worker processes.
+
+Two processes form a MultiWorkerMirroredStrategy cluster on loopback, as two training pods
+would; worker 0 (no chief named) publishes the version and reports. Slow (two TensorFlow
+processes), so it runs with the end-to-end tier.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def serving_env() -> dict[str, str]:
+    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "OMP_NUM_THREADS": "1"}
+
+
+def test_two_workers_train_one_version(tmp_path: Path) -> None:
+    """TF_CONFIG with two workers: MultiWorkerMirroredStrategy, worker 0 publishes."""
+    rng = np.random.default_rng(0)
+    kinds = rng.integers(2, size=64)
+    rows = [f"{k * 2 + rng.normal():.3f},{rng.normal():.3f},{k}" for k in kinds]
+    data = tmp_path / "points.csv"
+    data.write_text("x,y,label\n" + "\n".join(rows) + "\n")
+    ports = [free_port(), free_port()]
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+
+    def task(index: int) -> dict[str, object]:
+        return {"type": "worker", "index": index}
+
+    workers = [
+        subprocess.Popen(
+            [
+                sys.executable, "-m", "modelservice_serving", "train", "--dataset", str(data),
+                "--epochs", "1", "--hidden-units", "4", "--batch-size", "16", "--seed", "1",
+                "--output", str(tmp_path / "store" / "v1"),
+                "--termination-log", str(tmp_path / f"termination-{i}"),
+            ],
+            env={
+                **serving_env(),
+                "TF_CONFIG": json.dumps({"cluster": cluster, "task": task(i)}),
+            },
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        for i in range(2)
+    ]  # fmt: skip
+    outputs = [worker.communicate(timeout=300)[0] for worker in workers]
+    assert [worker.returncode for worker in workers] == [0, 0], outputs[0][-2000:]
+    chief = json.loads((tmp_path / "termination-0").read_text())
+    assert chief["status"] == "Succeeded"
+    assert not (tmp_path / "termination-1").exists()  # only the chief reports
+    assert sorted(path.name for path in (tmp_path / "store").iterdir()) == ["v1"]
+    metadata = json.loads((tmp_path / "store" / "v1" / "metadata.json").read_text())
+    assert metadata["workers"] == 2
+    assert '"event": "epoch"' in outputs[0]
+    assert '"event": "epoch"' not in outputs[1]
