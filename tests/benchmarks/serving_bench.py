@@ -287,7 +287,8 @@ TensorFlow runtime); MLServer {_version(args.mlserver_python, "mlserver")} with 
 {rendered}
 
 Targets: at least 3x KServe's requests per second with p99 no worse; at least 0.85 of the
-floor.
+floor. The floor parses the V1 body, so the V1 row is the like-for-like comparison; the V2
+row parses a larger body (tensor name, shape, datatype) and checks it against the signature.
 
 KServe and MLServer pin conflicting dependencies: each lives in a throwaway venv outside
 the project (the script's defaults):
