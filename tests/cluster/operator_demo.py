@@ -84,7 +84,7 @@ def start_operator(namespace: str) -> None:
     env = {
         **os.environ,
         "KUBECONFIG": os.environ.get("KUBECONFIG", str(STATE / "kubeconfig")),
-        "MSO_OPERATOR_RECONCILE_INTERVAL_S": "2",
+        "MSO_OPERATOR_RECONCILE_INTERVAL_S": "15",
     }
     proc = subprocess.Popen(
         [

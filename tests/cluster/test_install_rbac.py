@@ -127,7 +127,7 @@ UNUSED = [
     ("create", "pods", "--subresource=exec"),
     ("delete", "persistentvolumeclaims"),
     ("delete", "deployments.apps"),
-    ("watch", "jobs.batch"),
+    ("watch", "services"),
     ("create", "roles.rbac.authorization.k8s.io"),
     ("create", "serviceaccounts", "--subresource=token"),
     ("patch", "events"),

@@ -63,8 +63,11 @@ def sample_manifest(accuracy: float | None = 0.97) -> dict[str, Any]:
 class OperatorProcess:
     """The real operator, as a child process bound to one namespace."""
 
-    def __init__(self, cluster: KubeCluster, namespace: str, log_dir: Path) -> None:
+    def __init__(
+        self, cluster: KubeCluster, namespace: str, log_dir: Path, resync_interval_s: float = 1
+    ) -> None:
         self.cluster = cluster
+        self.resync_interval_s = resync_interval_s
         self.namespace = namespace
         self.log_dir = log_dir
         self.proc: subprocess.Popen[bytes] | None = None
@@ -76,7 +79,7 @@ class OperatorProcess:
         log = (self.log_dir / f"operator-{self.starts}.log").open("wb")
         env = {
             **self.cluster.env,
-            "MSO_OPERATOR_RECONCILE_INTERVAL_S": "1",
+            "MSO_OPERATOR_RECONCILE_INTERVAL_S": str(self.resync_interval_s),
             "MSO_OPERATOR_DEFAULT_IMAGE": "modelservice-serving:test",
             "PYTHONUNBUFFERED": "1",
         }

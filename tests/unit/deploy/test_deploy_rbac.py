@@ -27,11 +27,14 @@ REVIEWED_NAMESPACED: dict[Permission, str] = {
     ("modelservice.dev", "modelservices/finalizers", "update"): "blockOwnerDeletion owner refs",
     ("", "events", "create"): "kopf handler events, kube.Kube.event",
     ("batch", "jobs", "get"): "kube.Kube.create on AlreadyExists",
-    ("batch", "jobs", "list"): "reconciler._reconcile_training finds versions",
+    ("batch", "jobs", "list"): "reconciler._reconcile_training finds versions; kopf watch",
+    ("batch", "jobs", "watch"): "handlers.on_child_event",
     ("batch", "jobs", "create"): "one training Job per version",
     ("batch", "jobs", "patch"): "training result annotation",
     ("batch", "jobs", "delete"): "reconciler._stop_superseded (a changed training spec)",
     ("apps", "deployments", "get"): "_ensure",
+    ("apps", "deployments", "list"): "kopf watch for handlers.on_child_event",
+    ("apps", "deployments", "watch"): "handlers.on_child_event",
     ("apps", "deployments", "create"): "_ensure",
     ("apps", "deployments", "patch"): "_ensure on drift",
     ("", "services", "get"): "_ensure",
@@ -47,6 +50,7 @@ REVIEWED_NAMESPACED: dict[Permission, str] = {
     ("", "persistentvolumeclaims", "get"): "kube.Kube.create on AlreadyExists",
     ("", "persistentvolumeclaims", "create"): "the model store",
     ("", "pods", "list"): "training and predictor pods for diagnosis",
+    ("", "pods", "watch"): "handlers.on_child_event",
     ("", "pods/log", "get"): "training progress (log tail)",
 }
 # Cluster-scoped, whatever the namespaces: kopf's CRD observer.
