@@ -60,7 +60,8 @@ def to_array(values: Any, spec: TensorSpec, what: str) -> npt.NDArray[Any]:
             f"{what} must hold numbers for {spec.datatype} input {spec.name!r}, got "
             f"{_element_kind(raw)}"
         )
-    array = raw.astype(DATATYPES[spec.datatype], copy=False)
+    with np.errstate(over="ignore", invalid="ignore"):  # out-of-range values are caught next
+        array = raw.astype(DATATYPES[spec.datatype], copy=False)
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         raise InvalidInputError(f"{what} holds non-finite numbers (NaN or infinity)")
     return array
