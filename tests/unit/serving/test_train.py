@@ -185,3 +185,21 @@ def test_tf_config_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
     config = {"cluster": {"worker": ["h0:2222", "h1:2222"]}, "task": {"type": "worker", "index": 1}}
     monkeypatch.setenv("TF_CONFIG", json.dumps(config))
     assert distribution.cluster_from_env() == (config["cluster"], config["task"])
+
+
+def test_same_seed_same_model(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    kinds = rng.integers(3, size=90)
+    rows = [f"{k + rng.normal(0, 0.3):.3f},{rng.normal():.3f},{k}" for k in kinds]
+    data = tmp_path / "points.csv"
+    data.write_text("a,b,label\n" + "\n".join(rows) + "\n")
+    results = []
+    for run in ("first", "second"):
+        code, message = _train(
+            tmp_path,
+            "--dataset", str(data), "--hidden-units", "8", "--epochs", "3", "--seed", "11",
+            "--output", str(tmp_path / run / "v1"),
+        )  # fmt: skip
+        assert code == 0, message
+        results.append(message["metrics"])
+    assert results[0] == results[1]
