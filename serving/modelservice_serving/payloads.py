@@ -70,16 +70,22 @@ def to_array(values: Any, spec: TensorSpec, what: str) -> npt.NDArray[Any]:
 def check_shape(array: npt.NDArray[Any], spec: TensorSpec, what: str) -> int:
     """Checks ``array`` against the signature's shape; returns its batch size."""
     expected = spec.shape
-    if array.ndim != len(expected) or any(
-        want != -1 and got != want for got, want in zip(array.shape, expected, strict=True)
-    ):
-        raise InvalidInputError(
-            f"{what} has shape {list(array.shape)}; input {spec.name!r} expects "
-            f"{list(expected)} (-1 = any)"
-        )
+    shape = array.shape
+    if len(shape) != len(expected):
+        raise _shape_error(array, spec, what)
+    for got, want in zip(shape, expected, strict=True):  # a loop: cheaper than any() here
+        if want != -1 and got != want:
+            raise _shape_error(array, spec, what)
     if array.shape[0] == 0:
         raise InvalidInputError(f"{what} holds no rows")
     return int(array.shape[0])
+
+
+def _shape_error(array: npt.NDArray[Any], spec: TensorSpec, what: str) -> InvalidInputError:
+    return InvalidInputError(
+        f"{what} has shape {list(array.shape)}; input {spec.name!r} expects "
+        f"{list(spec.shape)} (-1 = any)"
+    )
 
 
 def element_count(shape: list[int]) -> int:

@@ -159,9 +159,7 @@ def _decode_inputs(model: ServedModel, inputs: Any) -> tuple[Tensors, int]:
             raise InvalidInputError(
                 f"input {name!r} has datatype {datatype!r}; the model expects {spec.datatype!r}"
             )
-        if not isinstance(shape, list) or not all(
-            isinstance(dim, int) and not isinstance(dim, bool) and dim >= 0 for dim in shape
-        ):
+        if not isinstance(shape, list) or not _all_sizes(shape):
             raise InvalidRequestError(f"input {name!r}: 'shape' must be an array of sizes")
         what = f"input {name!r}"
         array = payloads.to_array(tensor["data"], spec, what)
@@ -181,6 +179,11 @@ def _decode_inputs(model: ServedModel, inputs: Any) -> tuple[Tensors, int]:
     return tensors, rows.pop()
 
 
+def _all_sizes(shape: list[Any]) -> bool:
+    # type() rather than isinstance(): a JSON true is a bool, an int subclass, not a size.
+    return all(type(dim) is int and dim >= 0 for dim in shape)
+
+
 def _requested_outputs(model: ServedModel, requested: Any) -> list[str]:
     names = [spec.name for spec in model.outputs]
     if requested is None:
@@ -197,10 +200,5 @@ def _requested_outputs(model: ServedModel, requested: Any) -> list[str]:
 
 
 def _encode(model: ServedModel, name: str, value: Any) -> dict[str, Any]:
-    spec = next(spec for spec in model.outputs if spec.name == name)
-    return {
-        "name": name,
-        "datatype": spec.datatype,
-        "shape": list(value.shape),
-        "data": value.reshape(-1),
-    }
+    datatype = next(spec.datatype for spec in model.outputs if spec.name == name)
+    return {"name": name, "datatype": datatype, "shape": value.shape, "data": value.reshape(-1)}
