@@ -6,6 +6,7 @@ import logging
 import sys
 from typing import Any
 
+from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.json import JsonFormatter
 
 _FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
@@ -17,6 +18,8 @@ def json_formatter() -> logging.Formatter:
         _FORMAT,
         rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
         timestamp=False,
+        # uvicorn adds an ANSI-coloured copy of each message; JSON lines need only one.
+        reserved_attrs=[*RESERVED_ATTRS, "color_message"],
     )
 
 

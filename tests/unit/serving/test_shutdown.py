@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -62,3 +64,15 @@ async def test_sigterm_fails_no_in_flight_request(trained_model: TrainedModel) -
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_a_model_that_cannot_load_exits_non_zero(tmp_path: Path) -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "modelservice_serving", "serve", "--model-dir", str(tmp_path),
+         "--host", "127.0.0.1", "--port", str(free_port())],
+        env=serving_env(), capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert completed.returncode == 1
+    last = json.loads(completed.stderr.strip().splitlines()[-1])
+    assert last["message"] == "exiting: model not loaded"
+    assert "SavedModel" in last["error"]
