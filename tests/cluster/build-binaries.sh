@@ -6,6 +6,10 @@
 # Go modules. The result is cached outside the repository, keyed by the
 # versions, and reused by every later run (and by CI on the same machine).
 #
+# The real node's parts (kubelet, kube-proxy: same module and stamping as
+# the control plane; metrics-server: its own module) are built only with
+# --real-node, so a kwok-only cluster never pays for them.
+#
 # Prints the binary folder on its last line of stdout.
 # Binaries found in $KUBEBUILDER_ASSETS (envtest's convention) are used
 # instead of building them.
@@ -20,6 +24,8 @@ cache_root=${MSO_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/modelservice-operato
 out="$cache_root/cluster/$key"
 bin="$out/bin"
 mkdir -p "$bin"
+real_node=false
+[ "${1:-}" = "--real-node" ] && real_node=true
 log() { echo "[build-binaries] $*" >&2; }
 
 have() { [ -x "$bin/$1" ]; }
@@ -39,7 +45,9 @@ build_date=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 
 build_kubernetes() {
   local wanted=() c
-  for c in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+  local parts=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
+  $real_node && parts+=(kubelet kube-proxy)
+  for c in "${parts[@]}"; do
     have "$c" || from_assets "$c" || wanted+=("$c")
   done
   [ ${#wanted[@]} -eq 0 ] && return 0
@@ -114,8 +122,38 @@ build_kwok() {
   chmod -R u+w "$out/kwok-stages"
 }
 
+build_metrics_server() {
+  # The version is not part of the cache key (the key names the control
+  # plane); a stamp file beside the binary records it instead.
+  have metrics-server && [ "$(cat "$bin/metrics-server.version" 2>/dev/null)" = "$METRICS_SERVER_VERSION" ] && return 0
+  log "building metrics-server ${METRICS_SERVER_VERSION}"
+  local mod="$out/src/metrics-server" v=sigs.k8s.io/metrics-server/pkg/version
+  mkdir -p "$mod"
+  (cd "$mod" && { [ -f go.mod ] || go mod init local/cluster-binaries/metrics-server >&2; } \
+    && go get "sigs.k8s.io/metrics-server@${METRICS_SERVER_VERSION}" >&2 \
+    && go build -trimpath -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=${METRICS_SERVER_VERSION} -X $v.gitVersion=${METRICS_SERVER_VERSION}" \
+       -o "$bin/metrics-server" sigs.k8s.io/metrics-server/cmd/metrics-server)
+  echo "$METRICS_SERVER_VERSION" > "$bin/metrics-server.version"
+}
+
+build_crictl() {
+  # crictl lets `down` stop the real node's pods through the CRI (CNI
+  # teardown included) instead of killing shims behind containerd's back.
+  have crictl && [ "$(cat "$bin/crictl.version" 2>/dev/null)" = "$CRICTL_VERSION" ] && return 0
+  log "building crictl ${CRICTL_VERSION}"
+  local mod="$out/src/cri-tools"
+  mkdir -p "$mod"
+  (cd "$mod" && { [ -f go.mod ] || go mod init local/cluster-binaries/cri-tools >&2; } \
+    && go get "sigs.k8s.io/cri-tools@${CRICTL_VERSION}" >&2 \
+    && go build -trimpath -ldflags "-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=${CRICTL_VERSION}" \
+       -o "$bin/crictl" sigs.k8s.io/cri-tools/cmd/crictl)
+  echo "$CRICTL_VERSION" > "$bin/crictl.version"
+}
+
 build_etcd
 build_helm
 build_kwok
 build_kubernetes
+$real_node && build_metrics_server
+$real_node && build_crictl
 echo "$bin"

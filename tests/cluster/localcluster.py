@@ -2,15 +2,21 @@
 
 A real control plane (etcd, kube-apiserver, kube-controller-manager,
 kube-scheduler) built from pinned versions by ``build-binaries.sh``, with kwok
-simulating the nodes, GPU nodes included. Everything listens on loopback on
-ports chosen free at start, and all state lives in ``.cluster/`` of the
-checkout, so two checkouts on one machine never fight.
+simulating the nodes, GPU nodes included, and one real worker node
+(``realnode.py``: containerd, kubelet, kube-proxy, metrics-server) where this
+machine can run it. The control plane listens on loopback on ports chosen free
+at start (on all addresses when the real node's pods must reach it), and all
+state lives in ``.cluster/`` of the checkout, so two checkouts on one machine
+never fight; the real node is one per machine and goes to the first cluster.
 
 Commands:
     up        start the cluster, or reuse a healthy running one (idempotent)
     down      stop every process ``up`` started and remove ``.cluster/``
     nodes     show the nodes with their GPU capacity
     status    exit 0 when the cluster is healthy
+    load-image IMAGE...  copy Docker images into the real node's containerd
+
+``MSO_REAL_NODE=0`` starts simulated nodes only.
 
 With ``MSO_USE_EXISTING_CLUSTER=true`` and ``KUBECONFIG`` naming a cluster
 (kind, k3d, a real one), ``up`` only checks that cluster and links its
@@ -34,6 +40,9 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import realnode
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -77,9 +86,10 @@ def run(*args: str | Path, **kwargs: object) -> subprocess.CompletedProcess[str]
 # ---------------------------------------------------------------- binaries
 
 
-def build_binaries() -> Path:
+def build_binaries(real_node: bool = False) -> Path:
     """Build (or find in the cache) the pinned binaries; return their folder."""
-    result = run("bash", HERE / "build-binaries.sh", stdout=subprocess.PIPE)
+    extra = ["--real-node"] if real_node else []
+    result = run("bash", HERE / "build-binaries.sh", *extra, stdout=subprocess.PIPE)
     return Path(result.stdout.strip().splitlines()[-1])
 
 
@@ -90,8 +100,12 @@ def openssl(*args: str | Path) -> None:
     run("openssl", *args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def make_pki(pki: Path) -> None:
-    """A CA, the API server's serving cert, client certs and the SA key pair."""
+def make_pki(pki: Path, node_ip: str | None = None) -> None:
+    """A CA, the API server's serving cert, client certs and the SA key pair.
+
+    With ``node_ip`` (the real node's address) also the kubelet's, kube-proxy's,
+    metrics-server's and the API server's kubelet and front-proxy client certs.
+    """
     pki.mkdir(parents=True, exist_ok=True)
     openssl(
         "req",
@@ -117,6 +131,7 @@ def make_pki(pki: Path) -> None:
             "DNS:kubernetes.default",
             "DNS:kubernetes.default.svc",
             "DNS:kubernetes.default.svc.cluster.local",
+            *([f"IP:{node_ip}"] if node_ip else []),
         ]
     )
     sign(pki, "apiserver", "/CN=kube-apiserver", f"subjectAltName={sans}")
@@ -128,6 +143,27 @@ def make_pki(pki: Path) -> None:
         "extendedKeyUsage=clientAuth",
     )
     sign(pki, "scheduler", "/CN=system:kube-scheduler", "extendedKeyUsage=clientAuth")
+    if node_ip:
+        node = realnode.NODE_NAME
+        client = "extendedKeyUsage=clientAuth"
+        sign(pki, "kubelet-client", f"/O=system:nodes/CN=system:node:{node}", client)
+        sign(
+            pki,
+            "kubelet",
+            f"/CN={node}",
+            f"subjectAltName=IP:{node_ip},DNS:{node}\nextendedKeyUsage=serverAuth",
+        )
+        sign(pki, "kube-proxy", "/CN=system:kube-proxy", client)
+        # The API server reaches kubelets (logs, exec) and aggregated APIs with these.
+        sign(pki, "apiserver-kubelet-client", "/O=system:masters/CN=kube-apiserver", client)
+        sign(pki, "front-proxy-client", "/CN=front-proxy-client", client)
+        sign(
+            pki,
+            "metrics-server",
+            "/CN=system:metrics-server",
+            f"subjectAltName=IP:{node_ip},DNS:metrics-server.kube-system.svc"
+            "\nextendedKeyUsage=serverAuth,clientAuth",
+        )
     openssl("genrsa", "-out", pki / "sa.key", "2048")
     openssl("rsa", "-in", pki / "sa.key", "-pubout", "-out", pki / "sa.pub")
 
@@ -260,8 +296,10 @@ def load_state() -> dict[str, object] | None:
 def healthy(state: dict[str, object]) -> bool:
     if state.get("external"):
         return kubectl_ok(Path(str(state["kubeconfig"])))
-    pids = state.get("pids", {})
-    assert isinstance(pids, dict)
+    pids = dict(state.get("pids", {}))  # type: ignore[call-overload]
+    node = state.get("real_node")
+    if isinstance(node, dict):
+        pids.update(node.get("pids", {}))
     if not all(alive(int(pid)) for pid in pids.values()):
         return False
     try:
@@ -288,6 +326,12 @@ def up() -> None:
     state = load_state()
     if state and healthy(state):
         log(f"reusing the running cluster; KUBECONFIG={STATE_DIR / 'kubeconfig'}")
+        if not state.get("external") and not state.get("real_node"):
+            log(
+                "this cluster has no real node ("
+                + str(state.get("real_node_unavailable") or "it was started without one")
+                + "); `localcluster.py down` then `up` to get one"
+            )
         return
     if state:
         log("the recorded cluster is not healthy: replacing it")
@@ -296,9 +340,12 @@ def up() -> None:
         use_existing()
         return
     started = time.monotonic()
-    bins = build_binaries()
+    reason = realnode.unavailable_reason(STATE_DIR)
+    if reason:
+        log(f"no real node: {reason}; the simulated nodes work without it")
+    bins = build_binaries(real_node=reason is None)
     log(f"binaries: {bins}")
-    start_cluster(bins)
+    start_cluster(bins, None if reason else realnode.host_ip(), reason)
     log(
         f"cluster ready in {time.monotonic() - started:.1f}s; "
         f"export KUBECONFIG={STATE_DIR / 'kubeconfig'}"
@@ -327,7 +374,7 @@ def use_existing() -> None:
     log(f"using the existing cluster of {kubeconfig}")
 
 
-def start_cluster(bins: Path) -> None:
+def start_cluster(bins: Path, node_ip: str | None, no_node_reason: str | None) -> None:
     if STATE_DIR.exists():
         shutil.rmtree(STATE_DIR)
     pki, logs, data = STATE_DIR / "pki", STATE_DIR / "logs", STATE_DIR / "etcd"
@@ -335,18 +382,28 @@ def start_cluster(bins: Path) -> None:
         folder.mkdir(parents=True)
     for tool in ("kubectl", "helm", "kwok"):
         (STATE_DIR / "bin" / tool).symlink_to(bins / tool)
-    make_pki(pki)
-    ports = {
-        name: free_port()
-        for name in ("etcd", "etcd_peer", "apiserver", "controller_manager", "scheduler", "kwok")
-    }
+    make_pki(pki, node_ip)
+    names = ["etcd", "etcd_peer", "apiserver", "controller_manager", "scheduler", "kwok"]
+    node_ports = ["kubelet", "kubelet_healthz", "kube_proxy_healthz", "kube_proxy_metrics"]
+    node_ports.append("metrics_server")
+    ports = {name: free_port() for name in names}
+    node_port_map = {name: free_port() for name in node_ports} if node_ip else {}
     server = f"https://127.0.0.1:{ports['apiserver']}"
     kubeconfigs = {}
-    for user in ("admin", "controller-manager", "scheduler"):
+    users = ["admin", "controller-manager", "scheduler"]
+    if node_ip:
+        users += ["kubelet-client", "kube-proxy", "metrics-server"]
+    for user in users:
         kubeconfigs[user] = STATE_DIR / f"{user}.kubeconfig"
         write_kubeconfig(kubeconfigs[user], server, pki, user)
     shutil.copy(kubeconfigs["admin"], STATE_DIR / "kubeconfig")
+    for user in ("kubelet-client", "kube-proxy", "metrics-server"):
+        if user in kubeconfigs:
+            target = STATE_DIR / f"{user.removesuffix('-client')}.kubeconfig"
+            kubeconfigs[user].rename(target)
     state: dict[str, object] = {"server": server, "ports": ports, "bin": str(bins), "pids": {}}
+    if no_node_reason:
+        state["real_node_unavailable"] = no_node_reason
     pids: dict[str, int] = {}
     state["pids"] = pids
 
@@ -380,8 +437,6 @@ def start_cluster(bins: Path) -> None:
         [
             str(bins / "kube-apiserver"),
             f"--etcd-servers={etcd_url}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
             f"--secure-port={ports['apiserver']}",
             f"--tls-cert-file={pki / 'apiserver.crt'}",
             f"--tls-private-key-file={pki / 'apiserver.key'}",
@@ -393,7 +448,7 @@ def start_cluster(bins: Path) -> None:
             "--authorization-mode=Node,RBAC",
             "--allow-privileged=true",
             f"--cert-dir={pki}",
-            "--endpoint-reconciler-type=none",
+            *apiserver_node_flags(pki, node_ip),
             "--v=1",
         ],
         logs,
@@ -485,6 +540,95 @@ def start_cluster(bins: Path) -> None:
             check=True,
         ),
     )
+    if node_ip:
+        start_real_node(bins, node_ip, node_port_map, kubectl, state, save)
+
+
+def apiserver_node_flags(pki: Path, node_ip: str | None) -> list[str]:
+    """Flags that differ with a real node: reachable by pods, kubelets and aggregated APIs."""
+    if not node_ip:
+        return [
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            "--endpoint-reconciler-type=none",
+        ]
+    return [
+        # Pods reach the API server through the `kubernetes` Service, whose endpoint the
+        # lease reconciler sets to the advertised, non-loopback address.
+        "--bind-address=0.0.0.0",
+        f"--advertise-address={node_ip}",
+        "--endpoint-reconciler-type=lease",
+        f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
+        f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
+        "--kubelet-preferred-address-types=InternalIP,Hostname",
+        # API aggregation (metrics.k8s.io from metrics-server).
+        f"--requestheader-client-ca-file={pki / 'ca.crt'}",
+        "--requestheader-allowed-names=front-proxy-client",
+        "--requestheader-username-headers=X-Remote-User",
+        "--requestheader-group-headers=X-Remote-Group",
+        "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+        f"--proxy-client-cert-file={pki / 'front-proxy-client.crt'}",
+        f"--proxy-client-key-file={pki / 'front-proxy-client.key'}",
+        # Straight to the endpoint: metrics-server is a host process, not behind kube-proxy.
+        "--enable-aggregator-routing=true",
+    ]
+
+
+def start_real_node(
+    bins: Path,
+    node_ip: str,
+    ports: dict[str, int],
+    kubectl: list[str],
+    state: dict[str, object],
+    save: object,
+) -> None:
+    started = time.monotonic()
+    node: dict[str, object] = {"ip": node_ip, "ports": ports, "pids": {}}
+    state["real_node"] = node
+    pids = realnode.start(STATE_DIR, bins, node_ip, ports, start, wait_until)
+    node["pids"] = pids
+    save()  # type: ignore[operator]
+    ca_bundle = (STATE_DIR / "pki" / "ca.crt").read_bytes()
+    run(
+        *kubectl,
+        "apply",
+        "--server-side",
+        "-f",
+        "-",
+        input=realnode.api_objects(node_ip, ports, ca_bundle),
+        stdout=subprocess.DEVNULL,
+    )
+    wait_until(
+        f"the real node {realnode.NODE_NAME} Ready",
+        lambda: subprocess.run(
+            [
+                *kubectl,
+                "wait",
+                "--for=condition=Ready",
+                f"node/{realnode.NODE_NAME}",
+                "--timeout=5s",
+            ],
+            capture_output=True,
+            check=True,
+        ),
+    )
+    log(f"real node {realnode.NODE_NAME} Ready in {time.monotonic() - started:.1f}s")
+    wait_until(
+        "metrics.k8s.io (metrics-server) Available",
+        lambda: subprocess.run(
+            [
+                *kubectl,
+                "wait",
+                "--for=condition=Available",
+                "apiservice/v1beta1.metrics.k8s.io",
+                "--timeout=5s",
+            ],
+            capture_output=True,
+            check=True,
+        ),
+    )
+    node["ready_s"] = round(time.monotonic() - started, 1)
+    save()  # type: ignore[operator]
 
 
 def write_kwok_config(module_stages: Path, target: Path) -> None:
@@ -549,6 +693,11 @@ def cluster_objects() -> str:
 def down() -> None:
     state = load_state()
     if state and not state.get("external"):
+        node = state.get("real_node")
+        if isinstance(node, dict):
+            bins = Path(str(state.get("bin", "")))
+            node_pids = {k: int(v) for k, v in dict(node.get("pids", {})).items()}
+            realnode.stop(STATE_DIR, bins, node_pids, stop)
         pids = state.get("pids", {})
         assert isinstance(pids, dict)
         # Stop in reverse start order so that nothing restarts what we stop.
@@ -593,9 +742,17 @@ def nodes() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("command", choices=["up", "down", "nodes", "status"])
-    command = parser.parse_args().command
-    if command == "up":
+    parser.add_argument("command", choices=["up", "down", "nodes", "status", "load-image"])
+    parser.add_argument("images", nargs="*", help="for load-image: Docker image names")
+    parsed = parser.parse_args()
+    command = parsed.command
+    if command == "load-image":
+        state = load_state()
+        if not state or not state.get("real_node"):
+            raise SystemExit("[localcluster] this cluster has no real node to load images into")
+        for image in parsed.images:
+            realnode.load_image(image)
+    elif command == "up":
         up()
     elif command == "down":
         down()
