@@ -27,7 +27,7 @@ async def test_sigterm_fails_no_in_flight_request(trained_model: TrainedModel) -
             sys.executable, "-m", "modelservice_serving", "serve",
             "--model-dir", str(trained_model.model_dir), "--model-name", MODEL_NAME,
             "--host", "127.0.0.1", "--port", str(port),
-            "--max-batch-size", "64", "--max-latency-ms", "400", "--drain-delay-s", "0.5",
+            "--max-batch-size", "64", "--max-latency-ms", "4000", "--drain-delay-s", "0.5",
         ],
         env=serving_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
@@ -51,9 +51,12 @@ async def test_sigterm_fails_no_in_flight_request(trained_model: TrainedModel) -
                 )
                 return response.status_code
 
-            # The batch window holds these requests in the queue when SIGTERM arrives.
+            # The long batch window holds these requests in the server's queue; SIGTERM comes
+            # once all of them are there, i.e. accepted and in flight.
             in_flight = [asyncio.create_task(predict()) for _ in range(30)]
-            await asyncio.sleep(0.15)
+            while "modelservice_queue_depth 30.0" not in (await http.get("/metrics")).text:
+                assert time.monotonic() < deadline + 30, "requests never reached the queue"
+                await asyncio.sleep(0.02)
             process.send_signal(signal.SIGTERM)
             await asyncio.sleep(0.1)
             assert (await http.get("/v2/health/ready")).status_code == 503
