@@ -42,9 +42,14 @@ test: $(VENV) lint ## every test tier: unit, cluster, e2e
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 .PHONY: demo
-demo: $(VENV) ## the main job: local cluster, operator, the sample ModelService to Ready
+demo: $(VENV) ## the main job: the operator (Helm) trains, gates and serves the sample on the real node
 	$(CLUSTER) up
 	$(CLUSTER) nodes
+	$(PY) tests/e2e/demo.py
+
+.PHONY: demo-clean
+demo-clean: $(VENV) ## remove what `make demo` created (namespaces, operator release, model store)
+	$(PY) tests/e2e/demo.py --clean
 	$(PY) tests/cluster/operator_demo.py
 
 # ---------------------------------------------------------------- installation (deploy/, charts/)

@@ -1,0 +1,105 @@
+"""``make demo``: the operator trains, gates and serves the digits model on the real node.
+
+Starts (or reuses) the local cluster with its real node, builds the operator and serving
+images and loads them into the node, installs the operator with its Helm chart, applies the
+CPU variant of ``deploy/samples/modelservice-digits.yaml`` and waits for Ready. Then it asks
+the predictor Service (its ClusterIP, through kube-proxy) for predictions of held-out digits
+over KServe V1 and Open Inference Protocol V2, prints them beside the true labels and prints
+``kubectl get ms``. Nothing is scripted: the accuracy is the training pod's, the predictions
+the serving pod's.
+
+    .venv/bin/python tests/e2e/demo.py            # leaves the demo running
+    .venv/bin/python tests/e2e/demo.py --clean    # removes the demo's namespaces
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests" / "cluster"))
+
+import realnode_workloads as rw  # noqa: E402
+
+from kubeharness import KubeCluster  # noqa: E402
+
+CLUSTER_DIR = Path(os.environ.get("MSO_CLUSTER_DIR", REPO / ".cluster"))
+NAMESPACE = "mso-demo"
+OPERATOR_NAMESPACE = "mso-demo-system"
+RELEASE = "mso-demo"
+NAME = "digits"
+
+
+def say(message: str) -> None:
+    print(f"\n==> {message}", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--clean", action="store_true", help="remove the demo and exit")
+    args = parser.parse_args()
+    started = time.monotonic()
+    subprocess.run(
+        [sys.executable, str(REPO / "tests" / "cluster" / "localcluster.py"), "up"], check=True
+    )
+    cluster = KubeCluster(kubeconfig=CLUSTER_DIR / "kubeconfig", bin_dir=CLUSTER_DIR / "bin")
+    if args.clean:
+        cluster.kubectl("delete", "namespace", NAMESPACE, "--wait=true", check=False)
+        rw.uninstall_operator(cluster, RELEASE, OPERATOR_NAMESPACE)
+        rw.remove_store(NAMESPACE)
+        return
+    if rw.real_node_state(CLUSTER_DIR) is None:
+        raise SystemExit(f"demo: {rw.no_real_node_reason(CLUSTER_DIR)}")
+
+    say("building the operator and serving images, loading them into the real node")
+    operator_image, _ = rw.build_and_load_images(CLUSTER_DIR)
+
+    say(f"installing the operator (Helm chart) into {OPERATOR_NAMESPACE}, watching {NAMESPACE}")
+    cluster.kubectl("create", "namespace", NAMESPACE, check=False)
+    rw.install_operator(cluster, RELEASE, OPERATOR_NAMESPACE, [NAMESPACE], operator_image)
+    print(cluster.kubectl("get", "pods", "-n", OPERATOR_NAMESPACE, "-o", "wide"))
+
+    say("applying the CPU variant of deploy/samples/modelservice-digits.yaml")
+    rw.model_store(cluster, NAMESPACE)
+    cluster.apply(rw.cpu_sample(NAME, "models"), namespace=NAMESPACE)
+    ms = rw.wait_ready(cluster, NAMESPACE, NAME, version=1, timeout=900)
+    model = ms["status"]["model"]
+    print(
+        f"trained and promoted version {model['version']}: accuracy "
+        f"{model['metrics']['accuracy']:.4f} (gate: >= {ms['spec']['qualityGate']['minimum']})"
+    )
+    print(cluster.kubectl("get", "pods,svc,hpa", "-n", NAMESPACE, "-o", "wide"))
+
+    service = ms["status"]["serving"].get("url", "")
+    url = rw.service_url(cluster, NAMESPACE, f"{NAME}-predictor")
+    say(f"predicting held-out digits through the Service {url} (status url: {service})")
+    x_test, y_test = rw.held_out_digits()
+    rows = x_test[:10]
+    v1 = np.asarray(rw.predict_v1(url, NAME, rows)["predictions"])
+    meta = rw.get_json(url, f"/v2/models/{NAME}")
+    input_name = meta["inputs"][0]["name"]
+    out = rw.infer_v2(url, NAME, input_name, rows)["outputs"][0]
+    v2 = np.asarray(out["data"]).reshape(out["shape"])
+    print(" row | true digit | V1 predicted (score) | V2 predicted (score)")
+    for i, truth in enumerate(y_test[:10]):
+        a, b = int(v1[i].argmax()), int(v2[i].argmax())
+        print(f" {i:3d} | {int(truth):10d} | {a:9d} ({v1[i][a]:.3f})  | {b:9d} ({v2[i][b]:.3f})")
+    whole = rw.infer_v2(url, NAME, input_name, x_test)["outputs"][0]
+    scores = np.asarray(whole["data"]).reshape(whole["shape"])
+    right = int((scores.argmax(axis=1) == np.asarray(y_test)).sum())
+    print(f"all {len(y_test)} held-out digits through the Service (V2): {right} right")
+
+    say("kubectl get ms")
+    print(cluster.kubectl("get", "ms", "-n", NAMESPACE))
+    print(f"demo done in {time.monotonic() - started:.0f}s; remove it with: {__file__} --clean")
+
+
+if __name__ == "__main__":
+    main()
