@@ -694,7 +694,7 @@ def clean_network() -> None:
             check=False,
         )
     for table in ("filter", "nat", "mangle"):
-        for chain in ("KUBE-FIREWALL", "KUBE-KUBELET-CANARY"):
+        for chain in ("KUBE-FIREWALL", "KUBE-KUBELET-CANARY", "KUBE-IPTABLES-HINT"):
             subprocess.run(["iptables", "-t", table, "-F", chain], capture_output=True, check=False)
             subprocess.run(["iptables", "-t", table, "-X", chain], capture_output=True, check=False)
     shutil.rmtree(CNI_IPAM_DIR, ignore_errors=True)
