@@ -21,6 +21,7 @@ from typing import Any
 
 import kopf
 
+from . import metrics
 from .kube import ApiError, Kube, connect
 from .names import GROUP, LABEL_NAME, PLURAL, VERSION
 from .reconciler import reconcile
@@ -57,6 +58,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # Watch only this operator's children, filtered by the API server, not every pod.
     for resource in CHILD_RESOURCES:
         settings.watching.label_selectors[resource] = LABEL_NAME
+    if config.metrics_port:
+        memo["metrics"] = metrics.serve(config.metrics_port)
     memo["kube"] = await connect()
     memo["known"] = set()
     memo["nudged"] = set()
@@ -65,7 +68,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
 
 @kopf.on.cleanup()
 async def close(memo: kopf.Memo, **_: Any) -> None:
-    """Stop the resync and close the API client."""
+    """Stop the resync, close the API client and stop serving metrics."""
     task = memo.get("resync")
     if isinstance(task, asyncio.Task):
         task.cancel()
@@ -74,6 +77,9 @@ async def close(memo: kopf.Memo, **_: Any) -> None:
     kube = memo.get("kube")
     if isinstance(kube, Kube):
         await kube.close()
+    server = memo.get("metrics")
+    if server is not None:
+        server.shutdown()
 
 
 async def _reconcile(namespace: str, name: str, memo: kopf.Memo) -> None:

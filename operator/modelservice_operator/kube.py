@@ -15,6 +15,7 @@ from typing import Any
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from .metrics import API_ERRORS
 from .names import GROUP, MANAGED_BY, PLURAL, VERSION
 
 __all__ = ["KINDS", "ApiError", "Kube", "Resource", "connect"]
@@ -91,7 +92,9 @@ class Kube:
         query: list[tuple[str, str]] | None = None,
         content_type: str = "application/json",
         response: str = "object",
+        expected: tuple[int, ...] = (),
     ) -> Any:
+        """One API call; statuses in ``expected`` are the caller's flow, not counted errors."""
         try:
             return await self.api.call_api(
                 path,
@@ -105,12 +108,19 @@ class Kube:
                 _request_timeout=REQUEST_TIMEOUT_S,
             )
         except ApiException as exc:
+            if (exc.status or 0) not in expected:
+                API_ERRORS.labels(status=str(exc.status or 0)).inc()
             raise ApiError(exc.status or 0, str(exc.body or exc.reason)[:500]) from exc
+        except Exception:  # no response at all (timeout, connection refused): status 0
+            API_ERRORS.labels(status="0").inc()
+            raise
 
     async def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         """Return the object, or None when it does not exist."""
         try:
-            obj: dict[str, Any] = await self._call("GET", KINDS[kind].path(namespace, name))
+            obj: dict[str, Any] = await self._call(
+                "GET", KINDS[kind].path(namespace, name), expected=(404,)
+            )
         except ApiError as exc:
             if exc.status == 404:
                 return None
@@ -136,7 +146,9 @@ class Kube:
         meta = manifest["metadata"]
         path = KINDS[manifest["kind"]].path(meta["namespace"])
         try:
-            obj = await self._call("POST", path, body=manifest, query=_field_manager())
+            obj = await self._call(
+                "POST", path, body=manifest, query=_field_manager(), expected=(409,)
+            )
             return obj, True
         except ApiError as exc:
             if exc.status != 409:
@@ -179,6 +191,7 @@ class Kube:
                 "DELETE",
                 KINDS[kind].path(namespace, name),
                 body={"propagationPolicy": "Background"},
+                expected=(404,),
             )
         except ApiError as exc:
             if exc.status != 404:

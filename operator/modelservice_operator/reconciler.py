@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from . import conditions as cond
+from . import metrics
 from .builders.common import ModelVolume, Owner
 from .builders.deployment import build_deployment, owned_spec
 from .builders.hpa import build_hpa
@@ -227,6 +229,7 @@ async def _reconcile_training(
         manifest = build_job(owner, training, version, ModelVolume(claim, False), settings)
         job, created = await kube.create(manifest)
         if created:
+            metrics.TRAINING_JOBS.inc()
             log.info("created Job %s for version %d", jname, version)
             message = f"Job {jname} trains version {version}"
             await kube.event(body, "Normal", "TrainingStarted", message)
@@ -359,13 +362,28 @@ async def reconcile(
     """Converge the children of one ModelService and write its status if it changed."""
     meta = body["metadata"]
     key = meta.get("uid") or f"{meta['namespace']}/{meta['name']}"
+    name = f"{meta['namespace']}/{meta['name']}"
     lock = _locks.setdefault(key, asyncio.Lock())
     async with lock:
-        fresh = await kube.get("ModelService", meta["namespace"], meta["name"])
-        if fresh is None or fresh["metadata"].get("deletionTimestamp"):
-            _locks.pop(key, None)
-            return None
-        return await _reconcile(kube, fresh, settings)
+        started = time.monotonic()
+        result = "error"
+        try:
+            fresh = await kube.get("ModelService", meta["namespace"], meta["name"])
+            if fresh is None or fresh["metadata"].get("deletionTimestamp"):
+                _locks.pop(key, None)
+                metrics.forget_phase(name)
+                result = "gone"
+                return None
+            status = await _reconcile(kube, fresh, settings)
+            metrics.observe_phase(name, status.phase if status else None)
+            result = "success"
+            return status
+        except ApiError:
+            result = "api_error"
+            raise
+        finally:
+            metrics.RECONCILES.labels(result=result).inc()
+            metrics.RECONCILE_SECONDS.labels(result=result).observe(time.monotonic() - started)
 
 
 async def _reconcile(
@@ -409,6 +427,11 @@ async def _reconcile(
             newly_promoted = status.model is None or status.model.version != record.version
             if trained.gate.passed and newly_promoted and not pinned:
                 record.promoted_at = _now()
+                metrics.PROMOTIONS.inc()
+            before = next((r for r in versions if r.version == record.version), None)
+            if not trained.gate.passed and (before is None or before.quality_gate != "Failed"):
+                # Counted once per version: the verdict is in status from now on.
+                metrics.GATE_FAILURES.labels(metric=trained.gate.metric).inc()
             versions = _merge_versions(versions, record, settings.history_limit)
 
     # What to serve: a pinned version, the promoted version, or the user's URI.

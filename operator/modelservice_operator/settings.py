@@ -42,6 +42,11 @@ class OperatorSettings(BaseSettings):
     cluster_domain: str = Field("cluster.local", description="DNS suffix of Service URLs.")
     log_tail_lines: int = Field(20, ge=1, description="Training log lines read for progress.")
     history_limit: int = Field(20, ge=1, description="Model versions kept in status.versions.")
+    # Off by default: the operator also runs outside a pod (tests, local development, several
+    # on one host), where a fixed port would collide; the chart and kustomize turn it on.
+    metrics_port: int = Field(
+        0, ge=0, le=65535, description="Port of the Prometheus /metrics endpoint; 0 is off."
+    )
 
     @property
     def namespace_list(self) -> list[str]:

@@ -64,9 +64,15 @@ class OperatorProcess:
     """The real operator, as a child process bound to one namespace."""
 
     def __init__(
-        self, cluster: KubeCluster, namespace: str, log_dir: Path, resync_interval_s: float = 1
+        self,
+        cluster: KubeCluster,
+        namespace: str,
+        log_dir: Path,
+        resync_interval_s: float = 1,
+        extra_env: dict[str, str] | None = None,
     ) -> None:
         self.cluster = cluster
+        self.extra_env = dict(extra_env or {})
         self.resync_interval_s = resync_interval_s
         self.namespace = namespace
         self.log_dir = log_dir
@@ -82,6 +88,7 @@ class OperatorProcess:
             "MSO_OPERATOR_RECONCILE_INTERVAL_S": str(self.resync_interval_s),
             "MSO_OPERATOR_DEFAULT_IMAGE": "modelservice-serving:test",
             "PYTHONUNBUFFERED": "1",
+            **self.extra_env,
         }
         self.proc = subprocess.Popen(
             [

@@ -172,6 +172,13 @@ def test_metrics_toggle(render_chart: Callable[..., Manifests]) -> None:
     assert {"name": "metrics", "containerPort": 9090, "protocol": "TCP"} in operator_container(
         manifests
     )["ports"]
+    assert env_of(manifests)["MSO_OPERATOR_METRICS_PORT"] == "9090"
+
+
+def test_metrics_off_by_default(render_chart: Callable[..., Manifests]) -> None:
+    manifests = render_chart(CHART / "ci" / "default-values.yaml")
+    assert "MSO_OPERATOR_METRICS_PORT" not in env_of(manifests)
+    assert all(p["name"] != "metrics" for p in operator_container(manifests)["ports"])
 
 
 def test_helm_test_hook_uses_the_operator_identity(

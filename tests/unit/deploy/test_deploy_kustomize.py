@@ -81,3 +81,10 @@ def test_namespaced_overlay_watches_one_namespace(kustomize: Callable[[str], Man
 def test_kustomize_uses_the_canonical_crd_file() -> None:
     kustomization = (DEPLOY / "crd" / "kustomization.yaml").read_text()
     assert "modelservices.modelservice.dev.yaml" in kustomization
+
+
+def test_metrics_port_is_served_and_declared(kustomize: Callable[[str], Manifests]) -> None:
+    manifests = kustomize("default")
+    port = int(operator_env(manifests)["MSO_OPERATOR_METRICS_PORT"])
+    container = one(manifests, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "metrics", "containerPort": port, "protocol": "TCP"} in container["ports"]
