@@ -31,7 +31,8 @@ class GateVerdict:
     passed: bool
     metric: str
     value: float | None
-    minimum: float | None
+    bound: float | None  # None: no gate at all
+    higher_is_better: bool = True
 
 
 @dataclass(frozen=True)
@@ -91,27 +92,33 @@ def _gate(obs: Observed) -> Condition:
             "QualityGatePassed", None, "AwaitingTraining", "no trained version to evaluate yet"
         )
     value = "missing" if gate.value is None else f"{gate.value:g}"
-    if gate.minimum is None:
+    if gate.bound is None:
         return _cond("QualityGatePassed", True, "NoQualityGate", f"version {gate.version} promoted")
+    if gate.higher_is_better:
+        bar, direction = f"minimum {gate.bound:g}", "higher is better"
+        ok_op, bad_op = ">=", "<"
+        ok_reason, bad_reason = "AboveMinimum", "BelowMinimum"
+    else:
+        bar, direction = f"maximum {gate.bound:g}", "lower is better"
+        ok_op, bad_op = "<=", ">"
+        ok_reason, bad_reason = "BelowMaximum", "AboveMaximum"
     if gate.passed:
         return _cond(
             "QualityGatePassed",
             True,
-            "AboveMinimum",
-            f"version {gate.version}: {gate.metric} {value} >= minimum {gate.minimum:g}",
+            ok_reason,
+            f"version {gate.version}: {gate.metric} {value} {ok_op} {bar} ({direction})",
         )
     keep = (
         f"; version {obs.served_version} keeps serving"
         if obs.served_version is not None
         else "; no version to serve"
     )
-    reason = "MetricMissing" if gate.value is None else "BelowMinimum"
-    return _cond(
-        "QualityGatePassed",
-        False,
-        reason,
-        f"version {gate.version}: {gate.metric} {value} < minimum {gate.minimum:g}{keep}",
-    )
+    if gate.value is None:
+        reason, verdict = "MetricMissing", f"{gate.metric} missing, {bar} ({direction})"
+    else:
+        reason, verdict = bad_reason, f"{gate.metric} {value} {bad_op} {bar} ({direction})"
+    return _cond("QualityGatePassed", False, reason, f"version {gate.version}: {verdict}{keep}")
 
 
 def _serving(obs: Observed) -> Condition:

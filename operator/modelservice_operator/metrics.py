@@ -85,7 +85,7 @@ for _phase in PHASES:
     MODELSERVICES.labels(phase=_phase)
 for _result in ("success", "api_error", "error", "gone"):
     RECONCILES.labels(result=_result)
-for _metric in ("accuracy",):
+for _metric in ("accuracy", "loss"):
     GATE_FAILURES.labels(metric=_metric)
 
 _phases: dict[str, str] = {}

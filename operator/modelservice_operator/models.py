@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
 __all__ = [
@@ -127,10 +127,41 @@ class ModelRef(_Wire):
 
 
 class QualityGateSpec(_Wire):
-    """The bar a trained version must meet to be promoted."""
+    """The bar a trained version must meet to be promoted.
 
-    metric: Literal["accuracy"] = "accuracy"
-    minimum: float = Field(ge=0, le=1)
+    ``accuracy`` is higher-is-better and takes ``minimum``; ``loss`` is lower-is-better and
+    takes ``maximum``. The CRD's CEL rules refuse the other combinations at apply time.
+    """
+
+    metric: Literal["accuracy", "loss"] = "accuracy"
+    minimum: float | None = Field(None, ge=0, le=1)
+    maximum: float | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _bound_fits_metric(self) -> QualityGateSpec:
+        if self.metric == "accuracy" and (self.minimum is None or self.maximum is not None):
+            raise ValueError("metric accuracy (higher is better) takes minimum, not maximum")
+        if self.metric == "loss" and (self.maximum is None or self.minimum is not None):
+            raise ValueError("metric loss (lower is better) takes maximum, not minimum")
+        return self
+
+    @property
+    def higher_is_better(self) -> bool:
+        """Whether a larger value of the metric is the better model."""
+        return self.metric == "accuracy"
+
+    @property
+    def bound(self) -> float:
+        """The minimum (accuracy) or maximum (loss) a version must clear."""
+        bound = self.minimum if self.higher_is_better else self.maximum
+        assert bound is not None  # guaranteed by the validator
+        return bound
+
+    def passes(self, value: float | None) -> bool:
+        """Whether ``value`` of the metric clears the bar (a missing value never does)."""
+        if value is None:
+            return False
+        return value >= self.bound if self.higher_is_better else value <= self.bound
 
 
 class BatchingSpec(_Wire):

@@ -294,8 +294,14 @@ async def _reconcile_training(
         gate = cond.GateVerdict(version, True, "accuracy", None, None)
     else:
         value = getattr(record.metrics, gate_spec.metric, None) if record.metrics else None
-        passed = value is not None and value >= gate_spec.minimum
-        gate = cond.GateVerdict(version, passed, gate_spec.metric, value, gate_spec.minimum)
+        gate = cond.GateVerdict(
+            version,
+            gate_spec.passes(value),
+            gate_spec.metric,
+            value,
+            gate_spec.bound,
+            gate_spec.higher_is_better,
+        )
     record.quality_gate = "Passed" if gate.passed else "Failed"
     return _Training(outcome, tstatus, record, gate)
 

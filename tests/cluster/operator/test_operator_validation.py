@@ -89,6 +89,28 @@ INVALID = [
         "metadata.name must be a DNS-1035 label",
     ),
     ("zero min replicas", _with("spec.serving.minReplicas", 0), "spec.serving.minReplicas"),
+    (
+        "minimum with loss",
+        _with("spec.qualityGate", {"metric": "loss", "minimum": 0.5}),
+        "spec.qualityGate.minimum is for metric accuracy (higher is better); metric loss takes "
+        "maximum",
+    ),
+    (
+        "maximum with accuracy",
+        _with("spec.qualityGate", {"minimum": 0.9, "maximum": 0.3}),
+        "spec.qualityGate.maximum is for metric loss (lower is better); metric accuracy takes "
+        "minimum",
+    ),
+    (
+        "loss without maximum",
+        _with("spec.qualityGate", {"metric": "loss"}),
+        "spec.qualityGate needs minimum (metric accuracy, higher is better) or maximum",
+    ),
+    (
+        "negative maximum",
+        _with("spec.qualityGate", {"metric": "loss", "maximum": -0.1}),
+        "spec.qualityGate.maximum",
+    ),
 ]
 # Two fields at once for the split rule.
 _split = _with("spec.training.validationSplit", 0.5)
@@ -123,6 +145,8 @@ def test_sample_is_accepted_as_written(crd: KubeCluster, namespace: str) -> None
         "-",
         input=_json(sample_manifest(accuracy=None)),
     )
+    loss_gate = _with("spec.qualityGate", {"metric": "loss", "maximum": 0.3})
+    crd.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", "-", input=_json(loss_gate))
     uri = _uri_only(uri="pvc://models/digits/v1", version=3)
     crd.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", "-", input=_json(uri))
 

@@ -134,6 +134,50 @@ def test_failed_gate_keeps_old_version_degraded() -> None:
     assert "version 1 keeps serving" in gate.message
 
 
+def test_loss_gate_is_lower_is_better() -> None:
+    def gate(passed: bool, value: float | None) -> tuple[str, str, str]:
+        obs = Observed(
+            generation=2,
+            trains=True,
+            job=OK,
+            training_version=2,
+            gate=GateVerdict(2, passed, "loss", value, 0.3, higher_is_better=False),
+            served_version=1,
+            desired_version=1,
+            serving=serving(version=1),
+        )
+        phase, conds = compute(obs, [], T0)
+        c = by_type(conds)["QualityGatePassed"]
+        return phase, c.reason, c.message
+
+    phase, reason, message = gate(False, 0.42)
+    assert (phase, reason) == ("Degraded", "AboveMaximum")
+    assert message == (
+        "version 2: loss 0.42 > maximum 0.3 (lower is better); version 1 keeps serving"
+    )
+    _, reason, message = gate(True, 0.12)
+    assert reason == "BelowMaximum"
+    assert message == "version 2: loss 0.12 <= maximum 0.3 (lower is better)"
+    _, reason, message = gate(False, None)
+    assert reason == "MetricMissing"
+    assert "loss missing, maximum 0.3 (lower is better)" in message
+
+
+def test_accuracy_gate_message_names_the_direction() -> None:
+    obs = Observed(
+        generation=1,
+        trains=True,
+        job=OK,
+        training_version=1,
+        gate=GateVerdict(1, False, "accuracy", 0.5, 0.9),
+    )
+    _, conds = compute(obs, [], T0)
+    message = by_type(conds)["QualityGatePassed"].message
+    assert (
+        message == "version 1: accuracy 0.5 < minimum 0.9 (higher is better); no version to serve"
+    )
+
+
 def test_failed_gate_without_model_is_failed() -> None:
     obs = Observed(
         generation=1,

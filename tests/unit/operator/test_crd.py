@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import types
 import typing
 from pathlib import Path
@@ -132,3 +133,23 @@ def test_sample_parses_with_the_models() -> None:
     assert ms.spec.quality_gate.minimum == 0.9
     # The wire form round-trips to what was written.
     assert ms.spec.model_dump(by_alias=True, exclude_unset=True) == sample["spec"]
+
+
+@pytest.mark.parametrize(
+    ("gate", "error"),
+    [
+        ({"metric": "loss", "minimum": 0.5}, "metric loss (lower is better) takes maximum"),
+        ({"metric": "loss"}, "metric loss (lower is better) takes maximum"),
+        ({"minimum": 0.9, "maximum": 0.3}, "metric accuracy (higher is better) takes minimum"),
+        ({"metric": "accuracy"}, "metric accuracy (higher is better) takes minimum"),
+    ],
+)
+def test_gate_bound_must_fit_the_metric(gate: dict[str, Any], error: str) -> None:
+    from pydantic import ValidationError
+
+    from modelservice_operator.models import QualityGateSpec
+
+    with pytest.raises(ValidationError, match=re.escape(error)):
+        QualityGateSpec.model_validate(gate)
+    assert QualityGateSpec.model_validate({"metric": "loss", "maximum": 0.3}).passes(0.3)
+    assert not QualityGateSpec.model_validate({"metric": "loss", "maximum": 0.3}).passes(None)

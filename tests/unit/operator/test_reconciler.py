@@ -296,3 +296,23 @@ async def test_superseded_running_job_is_stopped(kube: FakeKube) -> None:
     ms["spec"]["training"]["epochs"] = 3
     await run(kube)
     assert len(kube.of("Job")) == 2
+
+
+@pytest.mark.parametrize(("loss", "passed"), [(0.1, True), (0.3, True), (0.31, False)])
+async def test_loss_gate_promotes_at_or_below_maximum(
+    kube: FakeKube, loss: float, passed: bool
+) -> None:
+    ms = kube.objects[("ModelService", NS, "digits")]
+    ms["spec"]["qualityGate"] = {"metric": "loss", "maximum": 0.3}
+    await run(kube)
+    job = finish_job(kube, 0.5)  # accuracy is not the gate here
+    pod = kube.objects[("Pod", NS, job["metadata"]["name"] + "-abcde")]
+    state = pod["status"]["containerStatuses"][0]["state"]["terminated"]
+    state["message"] = state["message"].replace('"loss": 0.1', f'"loss": {loss}')
+    ms = await run(kube)
+    gate = conditions(ms)["QualityGatePassed"]
+    assert (gate["status"] == "True") is passed
+    op = "<=" if passed else ">"
+    assert f"loss {loss:g} {op} maximum 0.3 (lower is better)" in gate["message"]
+    assert ms["status"]["versions"][0]["qualityGate"] == ("Passed" if passed else "Failed")
+    assert bool(kube.of("Deployment")) is passed
