@@ -38,6 +38,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -574,61 +575,71 @@ def apiserver_node_flags(pki: Path, node_ip: str | None) -> list[str]:
     ]
 
 
+NODE_REF = f"node/{realnode.NODE_NAME}"
+METRICS_API = "apiservice/v1beta1.metrics.k8s.io"
+
+
 def start_real_node(
     bins: Path,
     node_ip: str,
     ports: dict[str, int],
     kubectl: list[str],
     state: dict[str, object],
-    save: object,
+    save: Callable[[], None],
 ) -> None:
+    """Start the real node; if it fails, stop what started and carry on without it."""
     started = time.monotonic()
-    node: dict[str, object] = {"ip": node_ip, "ports": ports, "pids": {}}
+    pids: dict[str, int] = {}
+    node: dict[str, object] = {"ip": node_ip, "ports": ports, "pids": pids}
     state["real_node"] = node
-    pids = realnode.start(STATE_DIR, bins, node_ip, ports, start, wait_until)
-    node["pids"] = pids
-    save()  # type: ignore[operator]
-    ca_bundle = (STATE_DIR / "pki" / "ca.crt").read_bytes()
-    run(
-        *kubectl,
-        "apply",
-        "--server-side",
-        "-f",
-        "-",
-        input=realnode.api_objects(node_ip, ports, ca_bundle),
-        stdout=subprocess.DEVNULL,
-    )
-    wait_until(
-        f"the real node {realnode.NODE_NAME} Ready",
-        lambda: subprocess.run(
-            [
-                *kubectl,
-                "wait",
-                "--for=condition=Ready",
-                f"node/{realnode.NODE_NAME}",
-                "--timeout=5s",
-            ],
+    save()
+    try:
+        realnode.start(STATE_DIR, bins, node_ip, ports, pids, start, wait_until)
+        save()
+        ca_bundle = (STATE_DIR / "pki" / "ca.crt").read_bytes()
+        run(
+            *kubectl,
+            "apply",
+            "--server-side",
+            "-f",
+            "-",
+            input=realnode.api_objects(node_ip, ports, ca_bundle),
+            stdout=subprocess.DEVNULL,
+        )
+        wait_until(
+            f"the real node {realnode.NODE_NAME} Ready",
+            lambda: subprocess.run(
+                [*kubectl, "wait", "--for=condition=Ready", NODE_REF, "--timeout=5s"],
+                capture_output=True,
+                check=True,
+            ),
+        )
+        log(f"real node {realnode.NODE_NAME} Ready in {time.monotonic() - started:.1f}s")
+        wait_until(
+            "metrics.k8s.io (metrics-server) Available",
+            lambda: subprocess.run(
+                [*kubectl, "wait", "--for=condition=Available", METRICS_API, "--timeout=5s"],
+                capture_output=True,
+                check=True,
+            ),
+        )
+    except (SystemExit, Exception) as error:
+        # The simulated nodes are still fine: keep them, say why there is no real node.
+        reason = f"it failed to start ({error}); logs in {STATE_DIR / 'logs'}"
+        log(f"no real node: {reason}")
+        save()
+        realnode.stop(STATE_DIR, bins, pids, stop)
+        subprocess.run(
+            [*kubectl, "delete", "node", realnode.NODE_NAME, "--ignore-not-found"],
             capture_output=True,
-            check=True,
-        ),
-    )
-    log(f"real node {realnode.NODE_NAME} Ready in {time.monotonic() - started:.1f}s")
-    wait_until(
-        "metrics.k8s.io (metrics-server) Available",
-        lambda: subprocess.run(
-            [
-                *kubectl,
-                "wait",
-                "--for=condition=Available",
-                "apiservice/v1beta1.metrics.k8s.io",
-                "--timeout=5s",
-            ],
-            capture_output=True,
-            check=True,
-        ),
-    )
+            check=False,
+        )
+        del state["real_node"]
+        state["real_node_unavailable"] = reason
+        save()
+        return
     node["ready_s"] = round(time.monotonic() - started, 1)
-    save()  # type: ignore[operator]
+    save()
 
 
 def write_kwok_config(module_stages: Path, target: Path) -> None:

@@ -32,6 +32,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 NODE_NAME = "real-1"
@@ -508,22 +509,21 @@ def start(
     bins: Path,
     ip: str,
     ports: dict[str, int],
-    start_process: object,
-    wait_until: object,
-) -> dict[str, int]:
-    """Start containerd, kubelet, kube-proxy and metrics-server; return their pids.
+    pids: dict[str, int],
+    spawn: Callable[[str, list[str], Path], int],
+    wait: Callable[[str, Callable[[], object], float], None],
+) -> None:
+    """Start containerd, kubelet, kube-proxy and metrics-server, recording pids as it goes.
 
-    ``start_process(name, argv, logs)`` and ``wait_until(what, check, timeout)`` are
-    localcluster's, so processes, logs and timeouts behave like the control plane's.
+    ``pids`` is filled in place, so a start that fails halfway still lets ``stop`` find
+    what runs. ``spawn`` and ``wait`` are localcluster's, so processes, logs and timeouts
+    behave like the control plane's.
     """
-    spawn = start_process  # type: ignore[assignment]
-    wait = wait_until  # type: ignore[assignment]
     logs = state_dir / "logs"
     node_dir = state_dir / "real-node"
     node_dir.mkdir(parents=True, exist_ok=True)
     for folder in (CONTAINERD_ROOT, CONTAINERD_STATE, CNI_IPAM_DIR, state_dir / "pod-logs"):
         folder.mkdir(parents=True, exist_ok=True)
-    pids: dict[str, int] = {}
     # Bridged pod traffic must pass through iptables, where kube-proxy's DNAT lives.
     for key, value in (
         ("net/bridge/bridge-nf-call-iptables", "1"),
@@ -532,20 +532,16 @@ def start(
         Path("/proc/sys", key).write_text(value)
 
     containerd_config(node_dir / "containerd.toml")
-    pids["containerd"] = spawn(  # type: ignore[operator]
+    pids["containerd"] = spawn(
         "containerd",
         ["containerd", "--config", str(node_dir / "containerd.toml"), "--log-level", "warn"],
         logs,
     )
-    wait(
-        "containerd",
-        lambda: ctr("version", capture_output=True, check=True),
-        60,
-    )  # type: ignore[operator]
+    wait("containerd", lambda: ctr("version", capture_output=True, check=True), 60)
     build_pause_image(bins.parent / "src")
 
     kubelet_config(node_dir / "kubelet.yaml", state_dir, ip, ports)
-    pids["kubelet"] = spawn(  # type: ignore[operator]
+    pids["kubelet"] = spawn(
         "kubelet",
         [
             str(bins / "kubelet"),
@@ -564,13 +560,13 @@ def start(
         json.dumps({"cluster_dir": str(state_dir), "kubelet_pid": pids["kubelet"]})
     )
     kube_proxy_config(node_dir / "kube-proxy.yaml", state_dir, ports)
-    pids["kube-proxy"] = spawn(  # type: ignore[operator]
+    pids["kube-proxy"] = spawn(
         "kube-proxy",
         [str(bins / "kube-proxy"), f"--config={node_dir / 'kube-proxy.yaml'}", "--v=1"],
         logs,
     )
     pki = state_dir / "pki"
-    pids["metrics-server"] = spawn(  # type: ignore[operator]
+    pids["metrics-server"] = spawn(
         "metrics-server",
         [
             str(bins / "metrics-server"),
@@ -592,21 +588,21 @@ def start(
         ],
         logs,
     )
-    return pids
 
 
-def stop(state_dir: Path, bins: Path, pids: dict[str, int], stop_process: object) -> None:
+def stop(
+    state_dir: Path, bins: Path, pids: dict[str, int], halt: Callable[[str, int], None]
+) -> None:
     """Stop the node's pods through the CRI, then its processes, then clean the host.
 
     Leaves nothing of this cluster behind: no pods or shims, no mounts under the kubelet's
     root, no CNI or kube-proxy iptables rules, no bridge, no IP allocations. The image
     store in ``/var/lib/mso-containerd`` stays, so the next ``up`` need not re-import.
     """
-    halt = stop_process  # type: ignore[assignment]
     node_dir = state_dir / "real-node"
     for name in ("metrics-server", "kubelet"):
         if name in pids:
-            halt(name, pids[name])  # type: ignore[operator]
+            halt(name, pids[name])
     crictl = bins / "crictl"
     if CONTAINERD_SOCK.exists() and crictl.exists():
         # rmp -fa: stop and remove every pod sandbox, CNI DEL included.
@@ -617,13 +613,13 @@ def stop(state_dir: Path, bins: Path, pids: dict[str, int], stop_process: object
             check=False,
         )
     if "kube-proxy" in pids:
-        halt("kube-proxy", pids["kube-proxy"])  # type: ignore[operator]
+        halt("kube-proxy", pids["kube-proxy"])
         if (bins / "kube-proxy").exists():
             subprocess.run(
                 [str(bins / "kube-proxy"), "--cleanup"], capture_output=True, check=False
             )
     if "containerd" in pids:
-        halt("containerd", pids["containerd"])  # type: ignore[operator]
+        halt("containerd", pids["containerd"])
     kill_shims()
     unmount_under(node_dir)
     clean_network()
