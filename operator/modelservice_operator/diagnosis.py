@@ -69,6 +69,10 @@ def _get(obj: dict[str, Any] | None, *path: str) -> Any:
     return cur
 
 
+# First words of the serving container's termination message when the model cannot load.
+SERVER_FAILURES = ("ModelDownloadFailed: ", "ModelLoadFailed: ")
+
+
 def _pod_stuck(pod: dict[str, Any]) -> Stuck | None:
     name = _get(pod, "metadata", "name") or "?"
     statuses = (_get(pod, "status", "initContainerStatuses") or []) + (
@@ -86,6 +90,12 @@ def _pod_stuck(pod: dict[str, Any]) -> Stuck | None:
                 f"container {container} of pod {name} was OOMKilled (out of memory){now}; "
                 "raise its memory limit",
             )
+        for state in ("state", "lastState"):
+            # The server's own one-line verdict beats the kubelet's CrashLoopBackOff.
+            said = (_get(cs, state, "terminated", "message") or "").strip()
+            if said.startswith(SERVER_FAILURES):
+                verdict, _, detail = said.partition(": ")
+                return Stuck(verdict, f"container {container} of pod {name}: {detail}")
         reason = waiting.get("reason")
         if reason in PROBLEM_WAITING:
             detail = waiting.get("message") or reason

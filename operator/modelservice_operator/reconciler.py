@@ -58,7 +58,9 @@ log = logging.getLogger(__name__)
 _locks: dict[str, asyncio.Lock] = {}
 # Ready reasons that are progress, not trouble (posted as Normal events).
 _NORMAL_REASONS = {"Serving", "Training", "RollingOut", "Creating", "JobPending", "Pending"}
-SUPPORTED_SCHEMES = ("pvc",)
+SUPPORTED_SCHEMES = ("pvc", "http", "https")
+# Downloaded by the server itself (``serve --model-uri``) into an emptyDir cache.
+ARCHIVE_SCHEMES = ("http", "https")
 
 
 class ChildConflictError(Exception):
@@ -338,6 +340,7 @@ class _Target:
     volume: ModelVolume | None
     model_dir: str
     problem: Stuck | None
+    model_uri: str | None = None
 
 
 def _uri_target(uri: str, version: int | None) -> _Target:
@@ -349,10 +352,14 @@ def _uri_target(uri: str, version: int | None) -> _Target:
             "",
             Stuck(
                 "UnsupportedModelURI",
-                f"spec.model.uri scheme {scheme}:// is not served by this operator yet "
-                "(supported: pvc://claim/path)",
+                f"spec.model.uri scheme {scheme}:// is not served by this operator yet; "
+                "supported today: pvc://claim/path, and http:// or https:// to a .tar.gz, "
+                ".tgz or .zip archive of a SavedModel version directory",
             ),
         )
+    if scheme in ARCHIVE_SCHEMES:
+        # The archive is one version: spec.model.version only labels it.
+        return _Target(ModelStatus(version=version, uri=uri), None, "", None, model_uri=uri)
     claim, _, path = rest.partition("/")
     path = path.strip("/")
     if version is not None:
@@ -522,7 +529,15 @@ async def _reconcile_serving(
     version = target.model.version
     deployment = await _ensure(
         kube,
-        build_deployment(owner, serving, version, target.model_dir, target.volume, settings),
+        build_deployment(
+            owner,
+            serving,
+            version,
+            target.model_dir,
+            target.volume,
+            settings,
+            model_uri=target.model_uri,
+        ),
         owner.uid,
     )
     await _ensure(kube, build_service(owner), owner.uid)

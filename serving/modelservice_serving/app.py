@@ -1,8 +1,8 @@
 """The FastAPI app factory: routers, error mapping, metrics and the model's lifecycle.
 
-The process is live as soon as it serves HTTP. The model loads in the background (off the
-event loop); readiness turns true only after it is loaded and warmed up, and false again
-when shutdown begins.
+The process is live as soon as it serves HTTP. The model loads (downloaded first when given
+as ``--model-uri``) in the background, off the event loop; readiness turns true only after
+it is loaded and warmed up, and false again when shutdown begins.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from starlette.responses import Response
 
 from . import __version__, errors, protocol_v1, protocol_v2, routing
 from .batching import DynamicBatcher
+from .fetch import ModelDownloadError, fetch_model
 from .metrics import RequestMetricsMiddleware, ServerMetrics
 from .model import ServedModel
 from .settings import ServeSettings
@@ -31,7 +32,26 @@ ModelLoader = Callable[[ServeSettings], ServedModel]
 
 
 def load_model(settings: ServeSettings) -> ServedModel:
-    return ServedModel.load(settings.model_dir, settings.model_name, settings.model_threads)
+    """Load ``--model-dir``, or first download ``--model-uri`` into the cache directory."""
+    model_dir = settings.model_dir
+    if settings.model_uri is not None:
+        model_dir = fetch_model(
+            settings.model_uri,
+            settings.model_cache_dir,
+            settings.model_max_bytes,
+            settings.download_timeout_s,
+        )
+    assert model_dir is not None  # the settings give exactly one source
+    return ServedModel.load(model_dir, settings.model_name, settings.model_threads)
+
+
+def _failure_line(exc: Exception) -> str:
+    """One line, ``Reason: message``, for the log and the termination message."""
+    if isinstance(exc, ModelDownloadError):
+        text = f"ModelDownloadFailed: {exc}"
+    else:
+        text = f"ModelLoadFailed: {type(exc).__name__}: {exc}"
+    return " ".join(text.split())[:2000]
 
 
 def _warm_up_sizes(max_batch_size: int) -> tuple[int, ...]:
@@ -50,8 +70,12 @@ async def _load(state: ServingState, loader: ModelLoader) -> None:
         model = await asyncio.to_thread(loader, settings)
         await asyncio.to_thread(model.warm_up, _warm_up_sizes(settings.max_batch_size))
     except Exception as exc:
-        state.load_error = f"{type(exc).__name__}: {exc}"
-        log.exception("model failed to load", extra={"model_dir": str(settings.model_dir)})
+        state.load_error = _failure_line(exc)
+        source = settings.model_uri or str(settings.model_dir)
+        if isinstance(exc, ModelDownloadError):  # a clear line, not a trace, says it all
+            log.error("model failed to download", extra={"model": source, "error": str(exc)})
+        else:
+            log.exception("model failed to load", extra={"model": source})
         return
     metrics = state.metrics
     batcher = DynamicBatcher(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import signal
 import time
+from pathlib import Path
 from types import FrameType
 
 import uvicorn
@@ -74,11 +75,24 @@ def build_server(settings: ServeSettings) -> DrainingServer:
     return DrainingServer(config, serving_state(app), settings.drain_delay_s)
 
 
+def _write_termination_log(path: Path | None, line: str) -> None:
+    """Kubernetes shows this file as the container's termination message (best effort)."""
+    if path is None:
+        return
+    try:
+        path.write_text(line + "\n")
+    except OSError as exc:
+        log.warning(
+            "cannot write the termination log", extra={"path": str(path), "error": str(exc)}
+        )
+
+
 def run(settings: ServeSettings) -> int:
     """Serves until SIGTERM/SIGINT; 1 when the model could not be loaded."""
     server = build_server(settings)
     server.run()
     if server.state.load_error is not None:
+        _write_termination_log(settings.termination_log, server.state.load_error)
         log.error("exiting: model not loaded", extra={"error": server.state.load_error})
         return 1
     return 0

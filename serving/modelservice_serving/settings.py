@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "MSO_"
@@ -64,7 +64,22 @@ class TrainSettings(_Settings):
 class ServeSettings(_Settings):
     """How the model server listens, batches and shuts down."""
 
-    model_dir: Path = Field(description="a version directory written by `train`")
+    model_dir: Path | None = Field(None, description="a version directory written by `train`")
+    model_uri: str | None = Field(
+        None, description="http(s):// URI of a .tar.gz/.tgz/.zip of a version directory"
+    )
+    model_cache_dir: Path = Field(
+        Path("/var/cache/models"), description="writable directory --model-uri downloads into"
+    )
+    model_max_bytes: int = Field(
+        1 << 30, ge=1, description="largest model archive, and largest unpacked model"
+    )
+    download_timeout_s: float = Field(
+        60.0, gt=0, description="socket timeout of the model download (per read, not total)"
+    )
+    termination_log: Path | None = Field(
+        None, description="where a load failure is written as one line (e.g. /dev/termination-log)"
+    )
     model_name: str = Field("model", description="the name clients address the model by")
     host: str = Field("0.0.0.0", description="address to bind")
     port: int = Field(8080, ge=0, le=65535, description="port to bind")
@@ -79,6 +94,12 @@ class ServeSettings(_Settings):
     model_threads: int = Field(1, ge=1, description="TensorFlow intra/inter-op threads")
     log_level: str = Field("info", description="debug | info | warning | error")
     access_log: bool = Field(False, description="one JSON log line per request")
+
+    @model_validator(mode="after")
+    def _one_model_source(self) -> ServeSettings:
+        if (self.model_dir is None) == (self.model_uri is None):
+            raise ValueError("give exactly one of --model-dir and --model-uri")
+        return self
 
 
 SettingsT = TypeVar("SettingsT", bound=_Settings)

@@ -24,12 +24,22 @@ from .common import (
     pod_security_context,
 )
 
-__all__ = ["HTTP_PORT", "PRE_STOP_SECONDS", "build_deployment", "owned_spec"]
+__all__ = [
+    "HTTP_PORT",
+    "MODEL_CACHE_MOUNT",
+    "PRE_STOP_SECONDS",
+    "build_deployment",
+    "owned_spec",
+]
 
 HTTP_PORT = 8080
 PRE_STOP_SECONDS = 5
 DEFAULT_GRACE_SECONDS = 30
 DEFAULT_SERVING_REQUESTS = {"cpu": "500m", "memory": "1Gi"}
+MODEL_CACHE_MOUNT = "/var/cache/models"
+# The server refuses archives and unpacked models above 1 GiB (serve --model-max-bytes) and
+# deletes the archive once unpacked; 2 GiB holds both for the moment they coexist.
+MODEL_CACHE_SIZE = "2Gi"
 
 
 def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
@@ -41,11 +51,25 @@ def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
     }
 
 
-def _server_args(serving: ServingSpec, name: str, model_dir: str, grace: int) -> list[str]:
+def _model_args(model_dir: str, model_uri: str | None) -> list[str]:
+    if model_uri is None:
+        return [f"--model-dir={model_dir}"]
+    return [
+        f"--model-uri={model_uri}",
+        f"--model-cache-dir={MODEL_CACHE_MOUNT}",
+        # Only here: a download failure is then one line in the pod's status (PVC-served
+        # predictors keep their arguments, so an operator upgrade does not roll them).
+        "--termination-log=/dev/termination-log",
+    ]
+
+
+def _server_args(
+    serving: ServingSpec, name: str, model_dir: str, model_uri: str | None, grace: int
+) -> list[str]:
     batching = serving.batching
     args = [
         "serve",
-        f"--model-dir={model_dir}",
+        *_model_args(model_dir, model_uri),
         f"--model-name={name}",
         f"--port={HTTP_PORT}",
         "--host=0.0.0.0",
@@ -66,8 +90,14 @@ def build_deployment(
     model_dir: str,
     model_volume: ModelVolume | None,
     settings: OperatorSettings,
+    model_uri: str | None = None,
 ) -> dict[str, Any]:
     """Return the predictor Deployment serving ``model_dir`` (version ``version``).
+
+    With ``model_uri`` (http/https) the server downloads the model itself into an emptyDir
+    at ``/var/cache/models``, and no model store is mounted. The download runs while the
+    server is already live, so the startupProbe (on liveness) does not bound it; readiness
+    turns true once the model is loaded.
 
     ``spec.replicas`` is set to ``minReplicas`` for creation only: afterwards the HPA owns
     it and the reconciler patches only :func:`owned_spec`.
@@ -77,7 +107,10 @@ def build_deployment(
     version_labels = {LABEL_VERSION: str(version)} if version is not None else {}
     mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
     volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
-    if model_volume is not None:
+    if model_uri is not None:
+        mounts.insert(0, {"name": "model-cache", "mountPath": MODEL_CACHE_MOUNT})
+        volumes.insert(0, {"name": "model-cache", "emptyDir": {"sizeLimit": MODEL_CACHE_SIZE}})
+    elif model_volume is not None:
         mounts.insert(0, model_volume.mount())
         volumes.insert(0, model_volume.volume())
     container: dict[str, Any] = {
@@ -85,7 +118,7 @@ def build_deployment(
         "image": serving.image or settings.default_image,
         "imagePullPolicy": settings.image_pull_policy,
         "command": ["python", "-m", "modelservice_serving"],
-        "args": _server_args(serving, owner.name, model_dir, grace),
+        "args": _server_args(serving, owner.name, model_dir, model_uri, grace),
         "ports": [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}],
         "env": container_env(serving, [{"name": "HOME", "value": "/tmp"}]),
         "resources": container_resources(

@@ -288,3 +288,19 @@ def test_model_uri_serves_without_training(operator: OperatorProcess, namespace:
         if "persistentVolumeClaim" in v
     ]
     assert claims == ["models"]
+
+
+def test_https_model_uri_serves_from_an_emptydir(operator: OperatorProcess, namespace: str) -> None:
+    manifest = sample_manifest(accuracy=None)
+    manifest["spec"].pop("training")
+    manifest["spec"].pop("qualityGate")
+    uri = "https://models.example.com/digits/v3.tar.gz"
+    manifest["spec"]["model"] = {"uri": uri}
+    ms = apply(operator.cluster, manifest, namespace)
+    status = ms.wait_phase("Ready")
+    assert status["model"]["uri"] == uri
+    (deployment,) = ms.children("deployments")
+    pod = deployment["spec"]["template"]["spec"]
+    assert f"--model-uri={uri}" in pod["containers"][0]["args"]
+    assert {"name": "model-cache", "emptyDir": {"sizeLimit": "2Gi"}} in pod["volumes"]
+    assert ms.children("persistentvolumeclaims") == []

@@ -57,7 +57,11 @@ INVALID = [
         _with("spec.serving.gpu", {"count": 0, "product": "NVIDIA-H100-80GB-HBM3"}),
         "spec.serving.gpu.product needs spec.serving.gpu.count > 0",
     ),
-    ("bad uri scheme", _uri_only(uri="ftp://x/y"), "spec.model.uri must be pvc://claim/path"),
+    (
+        "bad uri scheme",
+        _uri_only(uri="ftp://x/y"),
+        "spec.model.uri must be pvc://claim/path, http(s)://host[:port]/archive.tar.gz",
+    ),
     ("empty hidden units", _with("spec.training.hiddenUnits", []), "spec.training.hiddenUnits"),
     (
         "too many hidden layers",
@@ -147,6 +151,9 @@ def test_sample_is_accepted_as_written(crd: KubeCluster, namespace: str) -> None
     )
     loss_gate = _with("spec.qualityGate", {"metric": "loss", "maximum": 0.3})
     crd.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", "-", input=_json(loss_gate))
+    for archive in ("https://models.example.com:8443/digits/v3.tar.gz", "http://models/m.zip"):
+        remote = _uri_only(uri=archive)
+        crd.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", "-", input=_json(remote))
     uri = _uri_only(uri="pvc://models/digits/v1", version=3)
     crd.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", "-", input=_json(uri))
 

@@ -58,3 +58,23 @@ def test_serving_args_parse(
         parsed.graceful_timeout_s + 5
         < deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
     )
+
+
+def test_serving_args_parse_for_a_remote_uri(
+    owner: Owner, spec: ModelServiceSpec, settings: OperatorSettings
+) -> None:
+    uri = "https://models.example.com/digits/v3.tar.gz"
+    deployment = build_deployment(owner, spec.serving, 3, "", None, settings, model_uri=uri)
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    parsed = serving_settings.parse(serving_settings.ServeSettings, container["args"][1:])
+    assert parsed.model_uri == uri
+    assert parsed.model_dir is None
+    assert str(parsed.termination_log) == "/dev/termination-log"
+    # The cache directory the server writes into is the emptyDir, mounted writable.
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == "model-cache"]
+    assert str(parsed.model_cache_dir) == mount["mountPath"]
+    assert not mount.get("readOnly")
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "model-cache"]
+    assert "emptyDir" in volume
+    assert all("persistentVolumeClaim" not in v for v in pod["volumes"])

@@ -142,3 +142,25 @@ def test_parse_result_and_progress() -> None:
     assert progress is not None
     assert (progress.epoch, progress.epochs, progress.loss, progress.accuracy) == (2, 5, 0.3, 0.9)
     assert parse_progress(None) is None
+
+
+def test_server_download_failure_beats_crash_loop() -> None:
+    p = pod(
+        containerStatuses=[
+            {
+                "name": "server",
+                "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off"}},
+                "lastState": {
+                    "terminated": {
+                        "reason": "Error",
+                        "exitCode": 1,
+                        "message": "ModelDownloadFailed: GET https://h/m.zip: HTTP 404 Not Found\n",
+                    }
+                },
+            }
+        ]
+    )
+    stuck = diagnose_pods([p])
+    assert stuck is not None
+    assert stuck.reason == "ModelDownloadFailed"
+    assert stuck.message == "container server of pod p: GET https://h/m.zip: HTTP 404 Not Found"

@@ -234,6 +234,29 @@ async def test_uri_model_without_training() -> None:
     ms = await run(kube)
     assert ms["status"]["phase"] == "Failed"
     assert conditions(ms)["Ready"]["reason"] == "UnsupportedModelURI"
+    assert (
+        "supported today: pvc://claim/path, and http:// or https://"
+        in (conditions(ms)["Ready"]["message"])
+    )
+
+
+async def test_https_model_is_downloaded_by_the_server() -> None:
+    kube = FakeKube()
+    uri = "https://models.example.com/digits/v3.tar.gz?sig=abc"
+    kube.put(_ms({"model": {"uri": uri, "version": 3}}))
+    ms = await run(kube)
+    assert kube.of("PersistentVolumeClaim") == []
+    d = kube.objects[("Deployment", NS, "digits-predictor")]
+    pod = d["spec"]["template"]["spec"]
+    args = pod["containers"][0]["args"]
+    assert f"--model-uri={uri}" in args
+    assert not [a for a in args if a.startswith("--model-dir")]
+    assert pod["volumes"][0] == {"name": "model-cache", "emptyDir": {"sizeLimit": "2Gi"}}
+    assert d["metadata"]["labels"]["modelservice.dev/version"] == "3"
+    assert ms["status"]["model"] == {"version": 3, "uri": uri}
+    roll_out(kube)
+    ms = await run(kube)
+    assert ms["status"]["phase"] == "Ready"
 
 
 async def test_pin_rolls_back_without_retraining(kube: FakeKube) -> None:
