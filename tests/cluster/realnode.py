@@ -216,10 +216,23 @@ def load_image(image: str) -> None:
     if f"mso.docker-id={wanted}" in listed:
         return
     started = time.monotonic()
-    save = subprocess.Popen(["docker", "save", image], stdout=subprocess.PIPE)
-    ctr("images", "import", "-", stdin=save.stdout, check=True, stdout=subprocess.DEVNULL)
-    if save.wait() != 0:
-        raise RuntimeError(f"docker save {image} failed")
+    for attempt in range(1, 4):
+        save = subprocess.Popen(["docker", "save", image], stdout=subprocess.PIPE)
+        result = ctr(
+            "images", "import", "-", stdin=save.stdout, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE, check=False,
+        )  # fmt: skip
+        if save.wait() != 0:
+            raise RuntimeError(f"docker save {image} failed")
+        if result.returncode == 0:
+            break
+        # containerd 1.6's garbage collector can remove a shared parent layer's snapshot
+        # while an import unpacks onto it (the replaced image of the same name released
+        # it): "parent snapshot ... does not exist". A second import unpacks it again.
+        log(f"importing {image} failed (attempt {attempt}): {result.stderr.strip()}")
+        if attempt == 3:
+            raise RuntimeError(f"ctr images import {image} failed: {result.stderr.strip()}")
+        time.sleep(2)
     ctr("images", "label", name, f"mso.docker-id={wanted}", check=True, stdout=subprocess.DEVNULL)
     log(f"loaded {image} into containerd in {time.monotonic() - started:.1f}s")
 

@@ -21,6 +21,10 @@ import realnode_workloads as rw
 
 from kubeharness import KubeCluster, wait_for
 
+# The first test also pays for the session's images (a cold serving image build installs
+# TensorFlow) and the operator's install: more than the suite's default 900 s may go by.
+pytestmark = pytest.mark.timeout(1800)
+
 NAME = "digits"
 CLAIM = "digits-models"
 
