@@ -36,10 +36,10 @@ class KubeCluster:
             "PATH": f"{self.bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
         }
 
-    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> str:
-        """Run kubectl against the cluster and return its stdout."""
+    def _run(self, tool: str, args: tuple[str, ...], input: str | None, check: bool) -> str:
+        """Run one of the cluster's binaries with its kubeconfig and return its stdout."""
         result = subprocess.run(
-            [str(self.bin_dir / "kubectl"), "--kubeconfig", str(self.kubeconfig), *args],
+            [str(self.bin_dir / tool), "--kubeconfig", str(self.kubeconfig), *args],
             input=input,
             capture_output=True,
             text=True,
@@ -48,6 +48,10 @@ class KubeCluster:
         if check and result.returncode != 0:
             raise KubectlError(result.stderr.strip() or result.stdout.strip())
         return result.stdout
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> str:
+        """Run kubectl against the cluster and return its stdout."""
+        return self._run("kubectl", args, input, check)
 
     def get(self, *args: str) -> Any:
         """``kubectl get ... -o json``, parsed."""
@@ -61,15 +65,7 @@ class KubeCluster:
 
     def helm(self, *args: str, check: bool = True) -> str:
         """Run helm against the cluster and return its stdout."""
-        result = subprocess.run(
-            [str(self.bin_dir / "helm"), "--kubeconfig", str(self.kubeconfig), *args],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if check and result.returncode != 0:
-            raise KubectlError(result.stderr.strip() or result.stdout.strip())
-        return result.stdout
+        return self._run("helm", args, None, check)
 
 
 def wait_for(
