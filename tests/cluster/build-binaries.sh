@@ -127,11 +127,12 @@ build_metrics_server() {
   # plane); a stamp file beside the binary records it instead.
   have metrics-server && [ "$(cat "$bin/metrics-server.version" 2>/dev/null)" = "$METRICS_SERVER_VERSION" ] && return 0
   log "building metrics-server ${METRICS_SERVER_VERSION}"
-  local mod="$out/src/metrics-server" v=sigs.k8s.io/metrics-server/pkg/version
+  # metrics-server stamps client-go's version package (its Makefile's VERSION_LDFLAGS).
+  local mod="$out/src/metrics-server" v=k8s.io/client-go/pkg/version
   mkdir -p "$mod"
   (cd "$mod" && { [ -f go.mod ] || go mod init local/cluster-binaries/metrics-server >&2; } \
     && go get "sigs.k8s.io/metrics-server@${METRICS_SERVER_VERSION}" >&2 \
-    && go build -trimpath -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=${METRICS_SERVER_VERSION} -X $v.gitVersion=${METRICS_SERVER_VERSION}" \
+    && go build -trimpath -ldflags "-s -w -X $v.gitVersion=${METRICS_SERVER_VERSION} -X $v.gitTreeState=clean" \
        -o "$bin/metrics-server" sigs.k8s.io/metrics-server/cmd/metrics-server)
   echo "$METRICS_SERVER_VERSION" > "$bin/metrics-server.version"
 }
