@@ -235,6 +235,30 @@ def load_image(image: str) -> None:
         time.sleep(2)
     ctr("images", "label", name, f"mso.docker-id={wanted}", check=True, stdout=subprocess.DEVNULL)
     log(f"loaded {image} into containerd in {time.monotonic() - started:.1f}s")
+    prune_replaced_images()
+
+
+def prune_replaced_images() -> None:
+    """Drop ``sha256:<id>`` records of images no name points to any more.
+
+    An import can leave the image ID itself as a record; after a rebuild that record
+    would keep the old 2 GB serving image alive in the store for ever.
+    """
+    listed = ctr("images", "ls", capture_output=True, check=True).stdout.splitlines()[1:]
+    current = {
+        label.split("=", 1)[1]
+        for line in listed
+        if not line.startswith("sha256:")
+        for label in line.split()[-1].split(",")
+        if label.startswith("mso.docker-id=")
+    }
+    stale = [
+        line.split()[0]
+        for line in listed
+        if line.startswith("sha256:") and line.split()[0] not in current
+    ]
+    if stale:
+        ctr("images", "rm", *stale, capture_output=True, check=False)
 
 
 def ensure_docker() -> None:
