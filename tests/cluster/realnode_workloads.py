@@ -11,7 +11,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -68,36 +67,6 @@ def no_real_node_reason(cluster_dir: Path) -> str:
 # ---------------------------------------------------------------- images
 
 
-def operator_dockerfile_for_legacy_builder(source: str) -> tuple[str, dict[str, str]]:
-    """operator/Dockerfile, with each ``COPY <<EOF`` heredoc turned into a context file.
-
-    The Dockerfile needs BuildKit's dockerfile frontend 1.4+ (heredocs, ``--chmod``); this
-    machine has Debian's Docker 20.10 without buildx and no registry to pull the
-    ``docker/dockerfile:1.7`` frontend from. The legacy builder builds the same image from
-    the same instructions once the heredoc's text is a file of the context.
-    """
-    files: dict[str, str] = {}
-    out: list[str] = []
-    lines = iter(source.splitlines())
-    for line in lines:
-        if line.startswith("# syntax="):
-            continue
-        match = re.match(r"COPY (?:--chmod=\d+ )?<<'?(\w+)'? (\S+)\s*$", line)
-        if not match:
-            out.append(line)
-            continue
-        marker, target = match.groups()
-        body = []
-        for inner in lines:
-            if inner == marker:
-                break
-            body.append(inner)
-        name = f"heredoc-{len(files)}"
-        files[name] = "\n".join(body) + "\n"
-        out.append(f"COPY {name} {target}")
-    return "\n".join(out) + "\n", files
-
-
 def python_base_image() -> str:
     """The local Debian base plus ``python``: operator/Dockerfile expects python:3.11-slim's.
 
@@ -117,6 +86,7 @@ def python_base_image() -> str:
 
 
 def build_operator_image(tag: str = OPERATOR_IMAGE) -> str:
+    """operator/Dockerfile with Debian's Docker (legacy builder: no buildx on this machine)."""
     base = python_base_image()
     with tempfile.TemporaryDirectory(prefix="mso-operator-image.") as context:
         root = Path(context)
@@ -125,22 +95,16 @@ def build_operator_image(tag: str = OPERATOR_IMAGE) -> str:
         shutil.copytree(
             REPO / "operator", root / "operator", ignore=shutil.ignore_patterns("__pycache__")
         )
-        dockerfile, files = operator_dockerfile_for_legacy_builder(
-            (REPO / "operator" / "Dockerfile").read_text()
-        )
-        for name, text in files.items():
-            (root / name).write_text(text)
-            (root / name).chmod(0o755)
-        (root / "Dockerfile").write_text(dockerfile)
         subprocess.run(
             [
-                *("docker", "build", "-q", "--network", "host"),
+                *("docker", "build", "-q", "--network", "host", "-f", "operator/Dockerfile"),
                 *("--build-arg", f"BASE_IMAGE={base}", "-t", tag, str(root)),
             ],
             check=True,
             stdout=subprocess.DEVNULL,
             env={**os.environ, "DOCKER_BUILDKIT": "0"},
             timeout=1800,
+            cwd=root,
         )
     return tag
 
@@ -189,9 +153,6 @@ def install_operator(
         "nodeSelector": NODE_SELECTOR,
         "tolerations": TOLERATIONS,
         "reconcileIntervalSeconds": 5,
-        # kopf names itself after getpass.getuser(), which raises for a UID without a
-        # passwd entry (the image's 1000) unless USER is set. Reported to the image's owner.
-        "extraEnv": [{"name": "USER", "value": "modelservice-operator"}],
     }
     with tempfile.NamedTemporaryFile("w", suffix=".json") as handle:
         json.dump(values, handle)
@@ -229,9 +190,13 @@ def model_store(cluster: KubeCluster, namespace: str, claim: str = "models") -> 
     with the right owner and bound statically.
     """
     path = STORE_ROOT / namespace / claim
+    pv_name = f"{namespace}-{claim}"
+    if not cluster.kubectl("get", "pv", pv_name, "--ignore-not-found", "-o", "name"):
+        # A new volume starts empty: the directory may hold versions from an earlier
+        # cluster (one that was taken down with the demo still in it).
+        shutil.rmtree(path, ignore_errors=True)
     path.mkdir(parents=True, exist_ok=True)
     os.chown(path, SERVING_UID, SERVING_UID)
-    pv_name = f"{namespace}-{claim}"
     cluster.apply(
         {
             "apiVersion": "v1",
