@@ -66,6 +66,9 @@ def test_template_passes_server_side_dry_run(
         "apply",
         "--server-side",
         "--dry-run=server",
+        # The CRD may already be installed by another manager (the operator tests apply it
+        # client-side); a dry run may take its fields without conflict, it changes nothing.
+        "--force-conflicts",
         "--field-manager=mso-test",
         "-f",
         "-",
