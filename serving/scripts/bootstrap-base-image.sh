@@ -19,6 +19,22 @@ DOCKERD_LOG="${DOCKERD_LOG:-/tmp/modelservice-dockerd.log}"
 
 log() { echo "bootstrap-base-image: $*" >&2; }
 
+# A daemon killed without cleanup (a machine's session ending, say) leaves its pid files
+# behind. When that pid is reused by an unrelated process, dockerd believes its containerd
+# still runs, waits for a socket that never comes and gives up. Remove pid files that do not
+# name a live dockerd/containerd.
+clear_stale_pidfiles() {
+  local file pid
+  for file in /var/run/docker.pid /var/run/docker/containerd/containerd.pid; do
+    [ -f "$file" ] || continue
+    pid=$(cat "$file" 2>/dev/null || true)
+    if [ -z "$pid" ] || ! grep -qE '^(dockerd|containerd)$' "/proc/$pid/comm" 2>/dev/null; then
+      log "removing stale $file (pid ${pid:-none} is not a Docker daemon)"
+      rm -f "$file"
+    fi
+  done
+}
+
 ensure_docker() {
   if docker info >/dev/null 2>&1; then
     return
@@ -29,6 +45,7 @@ ensure_docker() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io >/dev/null
   fi
   if ! pgrep -x dockerd >/dev/null 2>&1; then
+    clear_stale_pidfiles
     log "starting dockerd (log: $DOCKERD_LOG)"
     # No bridge or iptables: builds and containers use the host network (loopback only).
     nohup dockerd --iptables=false --ip6tables=false --bridge=none >"$DOCKERD_LOG" 2>&1 &
