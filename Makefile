@@ -50,7 +50,7 @@ demo: $(VENV) ## the main job: the operator (Helm) trains, gates and serves the 
 .PHONY: demo-clean
 demo-clean: $(VENV) ## remove what `make demo` created (namespaces, operator release, model store)
 	$(PY) tests/e2e/demo.py --clean
-	$(PY) tests/cluster/operator_demo.py
+	$(PY) tests/cluster/operator_demo.py --stop
 
 # ---------------------------------------------------------------- installation (deploy/, charts/)
 CHART := charts/modelservice-operator
