@@ -339,3 +339,44 @@ async def test_loss_gate_promotes_at_or_below_maximum(
     assert f"loss {loss:g} {op} maximum 0.3 (lower is better)" in gate["message"]
     assert ms["status"]["versions"][0]["qualityGate"] == ("Passed" if passed else "Failed")
     assert bool(kube.of("Deployment")) is passed
+
+
+async def test_live_training_progress_reaches_status(kube: FakeKube) -> None:
+    ms = await run(kube)
+    (job,) = kube.of("Job")
+    pod = job["metadata"]["name"] + "-live1"
+    kube.put(
+        {
+            "kind": "Pod",
+            "metadata": {
+                "name": pod,
+                "namespace": NS,
+                "labels": {"job-name": job["metadata"]["name"]},
+            },
+            "status": {
+                "phase": "Running",
+                "containerStatuses": [{"name": "train", "ready": True, "state": {"running": {}}}],
+            },
+        }
+    )
+    kube.logs[pod] = "\n".join(
+        [
+            "Epoch 2/5 (keras noise)",
+            json.dumps({"event": "epoch", "epoch": 2, "epochs": 5, "loss": 0.5, "accuracy": 0.8}),
+            json.dumps({"event": "epoch", "epoch": 3, "epochs": 5, "loss": 0.3, "accuracy": 0.9}),
+        ]
+    )
+    ms = await run(kube)
+    training = ms["status"]["training"]
+    assert (training["epoch"], training["epochs"]) == (3, 5)
+    assert (training["loss"], training["accuracy"]) == (0.3, 0.9)
+    assert ms["status"]["phase"] == "Training"
+    trained = next(c for c in ms["status"]["conditions"] if c["type"] == "Trained")
+    assert trained["reason"] == "Training"
+    assert "epoch 3/5, loss 0.3, accuracy 0.9" in trained["message"]
+
+    # The pod is gone with its log by the time the Job completes: all epochs ran all the same.
+    del kube.objects[("Pod", NS, pod)]
+    finish_job(kube, accuracy=0.97)
+    ms = await run(kube)
+    assert ms["status"]["training"]["epoch"] == ms["status"]["training"]["epochs"] == 5
