@@ -267,8 +267,6 @@ async def _reconcile_training(
             )
     if outcome.state != "Succeeded":
         return _Training(outcome, tstatus, None, None)
-    # A Job succeeds only after its last epoch, whether or not a resync saw that log line.
-    tstatus.epoch = tstatus.epochs
 
     # Succeeded: the result survives its pods as an annotation on the Job.
     annotations = job["metadata"].get("annotations") or {}
