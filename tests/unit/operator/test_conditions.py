@@ -163,7 +163,7 @@ def test_loss_gate_is_lower_is_better() -> None:
     assert "loss missing, maximum 0.3 (lower is better)" in message
 
 
-def test_accuracy_gate_message_names_the_direction() -> None:
+def test_failed_accuracy_gate_without_a_model_is_failed_and_names_the_direction() -> None:
     obs = Observed(
         generation=1,
         trains=True,
@@ -171,23 +171,12 @@ def test_accuracy_gate_message_names_the_direction() -> None:
         training_version=1,
         gate=GateVerdict(1, False, "accuracy", 0.5, 0.9),
     )
-    _, conds = compute(obs, [], T0)
+    phase, conds = compute(obs, [], T0)
+    assert phase == "Failed"
     message = by_type(conds)["QualityGatePassed"].message
     assert (
         message == "version 1: accuracy 0.5 < minimum 0.9 (higher is better); no version to serve"
     )
-
-
-def test_failed_gate_without_model_is_failed() -> None:
-    obs = Observed(
-        generation=1,
-        trains=True,
-        job=OK,
-        training_version=1,
-        gate=GateVerdict(1, False, "accuracy", 0.5, 0.9),
-    )
-    phase, _ = compute(obs, [], T0)
-    assert phase == "Failed"
 
 
 def test_failed_job_is_failed_with_reason() -> None:
