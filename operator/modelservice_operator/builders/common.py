@@ -6,7 +6,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..models import GPUSpec, PodSpecFields, ResourceRequirements
-from ..names import GROUP, KIND, VERSION, common_labels
+from ..names import (
+    ANNOTATION_SPEC_HASH,
+    GROUP,
+    KIND,
+    VERSION,
+    common_labels,
+    predictor_name,
+    stable_hash,
+)
 from ..settings import OperatorSettings
 
 __all__ = [
@@ -20,6 +28,7 @@ __all__ = [
     "container_security_context",
     "pod_scheduling",
     "pod_security_context",
+    "predictor_child",
 ]
 
 MODELS_MOUNT = "/models"
@@ -91,6 +100,27 @@ def child_metadata(
     if annotations:
         meta["annotations"] = dict(annotations)
     return meta
+
+
+def predictor_child(
+    owner: Owner, api_version: str, kind: str, spec: dict[str, Any]
+) -> dict[str, Any]:
+    """A predictor-side child named after its ModelService, its spec hash the drift marker.
+
+    The reconciler compares the annotation with the hash of the desired spec and patches only
+    when they differ.
+    """
+    return {
+        "apiVersion": api_version,
+        "kind": kind,
+        "metadata": child_metadata(
+            owner,
+            predictor_name(owner.name),
+            "predictor",
+            annotations={ANNOTATION_SPEC_HASH: stable_hash(spec)},
+        ),
+        "spec": spec,
+    }
 
 
 def pod_security_context() -> dict[str, Any]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..models import ServingSpec
-from ..names import ANNOTATION_SPEC_HASH, predictor_name, stable_hash
-from .common import Owner, child_metadata
+from ..names import predictor_name
+from .common import Owner, predictor_child
 
 __all__ = ["build_hpa"]
 
@@ -52,11 +52,4 @@ def build_hpa(owner: Owner, serving: ServingSpec) -> dict[str, Any]:
                 "stabilizationWindowSeconds": autoscaling.scale_down_stabilization_seconds
             }
         }
-    return {
-        "apiVersion": "autoscaling/v2",
-        "kind": "HorizontalPodAutoscaler",
-        "metadata": child_metadata(
-            owner, name, "predictor", annotations={ANNOTATION_SPEC_HASH: stable_hash(spec)}
-        ),
-        "spec": spec,
-    }
+    return predictor_child(owner, "autoscaling/v2", "HorizontalPodAutoscaler", spec)

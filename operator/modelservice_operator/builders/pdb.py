@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..models import ServingSpec
-from ..names import ANNOTATION_SPEC_HASH, predictor_name, predictor_selector, stable_hash
-from .common import Owner, child_metadata
+from ..names import predictor_selector
+from .common import Owner, predictor_child
 
 __all__ = ["build_pdb"]
 
@@ -19,14 +19,4 @@ def build_pdb(owner: Owner, serving: ServingSpec) -> dict[str, Any] | None:
         "maxUnavailable": 1,
         "selector": {"matchLabels": predictor_selector(owner.name)},
     }
-    return {
-        "apiVersion": "policy/v1",
-        "kind": "PodDisruptionBudget",
-        "metadata": child_metadata(
-            owner,
-            predictor_name(owner.name),
-            "predictor",
-            annotations={ANNOTATION_SPEC_HASH: stable_hash(spec)},
-        ),
-        "spec": spec,
-    }
+    return predictor_child(owner, "policy/v1", "PodDisruptionBudget", spec)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..names import ANNOTATION_SPEC_HASH, predictor_name, predictor_selector, stable_hash
-from .common import Owner, child_metadata
+from ..names import predictor_name, predictor_selector
+from .common import Owner, predictor_child
 from .deployment import HTTP_PORT
 
 __all__ = ["build_service", "service_url"]
@@ -24,14 +24,4 @@ def build_service(owner: Owner) -> dict[str, Any]:
         "selector": predictor_selector(owner.name),
         "ports": [{"name": "http", "port": HTTP_PORT, "targetPort": "http", "protocol": "TCP"}],
     }
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": child_metadata(
-            owner,
-            predictor_name(owner.name),
-            "predictor",
-            annotations={ANNOTATION_SPEC_HASH: stable_hash(spec)},
-        ),
-        "spec": spec,
-    }
+    return predictor_child(owner, "v1", "Service", spec)
