@@ -106,12 +106,16 @@ class Overlay:
     """
 
     entries: dict[ObjKey, tuple[str | None, dict[str, Any] | None]] = field(default_factory=dict)
+    # The ModelService each entry belongs to (its own name, or its children's label).
+    owners: dict[ObjKey, str] = field(default_factory=dict)
 
     def remember(
         self, key: ObjKey, before: dict[str, Any] | None, after: dict[str, Any] | None
     ) -> None:
         """Remember one write."""
         self.entries[key] = (_rv(before), snapshot(after) if after is not None else None)
+        labels = ((after or before or {}).get("metadata") or {}).get("labels") or {}
+        self.owners[key] = str(labels.get(LABEL_NAME) or key[2])
 
     def view(self, key: ObjKey, cached: dict[str, Any] | None) -> dict[str, Any] | None:
         """The object as this operator last left it, or the cache's when that is newer."""
@@ -121,8 +125,12 @@ class Overlay:
         before, after = entry
         if _rv(cached) == before:
             return after
-        del self.entries[key]
+        self._drop(key)
         return cached
+
+    def _drop(self, key: ObjKey) -> None:
+        self.entries.pop(key, None)
+        self.owners.pop(key, None)
 
     def merge(
         self, kind: str, cached: Iterable[dict[str, Any]], namespace: str, name: str
@@ -148,10 +156,8 @@ class Overlay:
     def forget(self, namespace: str, name: str) -> None:
         """Drop every entry of one ModelService and its children."""
         for key in [k for k in self.entries if k[1] == namespace]:
-            after = self.entries[key][1]
-            labels = ((after or {}).get("metadata") or {}).get("labels") or {}
-            if key[2] == name or labels.get(LABEL_NAME) == name:
-                del self.entries[key]
+            if self.owners.get(key) == name:
+                self._drop(key)
 
 
 class IndexSource:
