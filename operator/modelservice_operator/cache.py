@@ -123,7 +123,7 @@ class Overlay:
         if entry is None:
             return cached
         before, after = entry
-        if _rv(cached) == before:
+        if _rv(cached) == before and _rv(after) != before:
             return after
         self._drop(key)
         return cached

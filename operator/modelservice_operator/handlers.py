@@ -99,6 +99,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: 
     memo["kube"] = await connect()
     memo["source"] = IndexSource(indices)
     memo["nudged"] = set()
+    # Set by the first resource handler: kopf calls none before every index holds its
+    # initial listing, and the resync must not take a cache still filling for the truth.
+    memo["indexed"] = asyncio.Event()
     memo["resync"] = asyncio.create_task(_resync_forever(memo, config.reconcile_interval_s))
 
 
@@ -119,6 +122,9 @@ async def close(memo: kopf.Memo, **_: Any) -> None:
 
 
 async def _reconcile(namespace: str, name: str, memo: kopf.Memo) -> None:
+    indexed = memo["indexed"]
+    assert isinstance(indexed, asyncio.Event)
+    indexed.set()
     kube = memo["kube"]
     source = memo["source"]
     assert isinstance(kube, Kube)
@@ -144,6 +150,9 @@ async def on_modelservice_event(
     event: kopf.RawEvent, namespace: str | None, name: str, memo: kopf.Memo, **_: Any
 ) -> None:
     """Forget a deleted ModelService: its lock, its phase gauge, its pending writes."""
+    indexed = memo["indexed"]
+    assert isinstance(indexed, asyncio.Event)
+    indexed.set()
     if event.get("type") != "DELETED" or not namespace:
         return
     forget(namespace, name)
@@ -183,7 +192,10 @@ for _kind in NUDGING_KINDS:
 async def _resync_forever(memo: kopf.Memo, interval_s: float) -> None:
     """Reconcile every cached ModelService once per ``interval_s``, spread evenly over it."""
     source = memo["source"]
+    indexed = memo["indexed"]
     assert isinstance(source, IndexSource)
+    assert isinstance(indexed, asyncio.Event)
+    await indexed.wait()
     while True:
         keys = source.model_services()
         if not keys:

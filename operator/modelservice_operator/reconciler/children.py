@@ -46,10 +46,16 @@ PRUNABLE = ("PodDisruptionBudget",)
 
 @dataclass(frozen=True)
 class Child:
-    """One desired child. ``mutable=False``: created once, never re-applied (Job, PVC)."""
+    """One desired child.
+
+    ``mutable=False``: created once, never re-applied (Job, PVC). ``usable_unowned``: an
+    object of this name with no controller at all is used as it is, never written nor
+    adopted (a model store kept when its first ModelService was deleted).
+    """
 
     manifest: dict[str, Any]
     mutable: bool = True
+    usable_unowned: bool = False
 
     @property
     def kind(self) -> str:
@@ -107,6 +113,10 @@ def desired_serving(
     return children
 
 
+def _controlled(obj: dict[str, Any]) -> bool:
+    return any(r.get("controller") for r in obj["metadata"].get("ownerReferences") or [])
+
+
 def _drifted(observed: dict[str, Any], desired: dict[str, Any]) -> bool:
     have = observed["metadata"]
     want = desired["metadata"]
@@ -158,6 +168,8 @@ def plan_children(
     for child in children:
         observed = obs.named(child.kind, child.name)
         if observed is not None and not controlled_by(observed, obs.owner.uid):
+            if child.usable_unowned and not _controlled(observed):
+                continue
             problem = problem or conflict(child.kind, child.name)
             continue
         if observed is None:

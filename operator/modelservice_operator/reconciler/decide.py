@@ -207,7 +207,9 @@ def decide(obs: Observed, settings: Settings, now: str, rejected: Stuck | None =
     if spec.training is not None:
         pvc = build_pvc(owner, spec.storage)
         store_writes, _, store_problem = plan_children(
-            obs, [Child(pvc, mutable=False)] if pvc is not None else [], prune=False
+            obs,
+            [Child(pvc, mutable=False, usable_unowned=True)] if pvc is not None else [],
+            prune=False,
         )
         plan.writes.extend(store_writes)
         trained = decide_training(obs, claim, settings.defaults, store_problem)

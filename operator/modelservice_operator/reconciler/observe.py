@@ -6,7 +6,7 @@ the value it returns, and writes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from pydantic import ValidationError
@@ -122,4 +122,4 @@ async def observe(
     if outcome.state != "Running" or not outcome.pod_name:
         return obs
     text = await logs.pod_log(namespace, outcome.pod_name, log_tail_lines)
-    return Observed(**{**obs.__dict__, "training_log": text})
+    return replace(obs, training_log=text)

@@ -249,3 +249,27 @@ def test_rollout_reads_the_deployment() -> None:
     assert (seen.version, seen.rolled_out, seen.ready_replicas) == (3, True, 0)
     deployment["metadata"]["generation"] = 3
     assert rollout(deployment, 4, []).rolled_out is False
+
+
+def test_kept_store_claim_without_controller_is_used_not_adopted(sample: dict[str, Any]) -> None:
+    """spec.storage.retainOnDelete leaves the PVC behind with no controller: it is the store."""
+    kept = {
+        "kind": "PersistentVolumeClaim",
+        "metadata": {
+            "name": "digits-models",
+            "namespace": NS,
+            "labels": {"modelservice.dev/name": "digits"},
+        },
+    }
+    plan = decide(_obs(sample["spec"], {}, PersistentVolumeClaim=[kept]), SETTINGS, NOW)
+    assert [w.kind for w in plan.writes] == ["Job"]
+    (job,) = _writes(plan, "Job")
+    volumes = job["spec"]["template"]["spec"]["volumes"]
+    assert volumes[0]["persistentVolumeClaim"]["claimName"] == "digits-models"
+    # Still controlled by a deleted namesake (garbage collection pending): not touched.
+    kept["metadata"]["ownerReferences"] = [{"uid": "old-uid", "controller": True}]
+    plan = decide(_obs(sample["spec"], {}, PersistentVolumeClaim=[kept]), SETTINGS, NOW)
+    assert plan.writes == []
+    ready = next(c for c in plan.status.conditions if c.type == "Ready")
+    assert ready.reason == "ChildConflict"
+    assert "PersistentVolumeClaim digits-models" in ready.message
