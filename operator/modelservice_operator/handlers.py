@@ -66,11 +66,11 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # Watch only this operator's children, filtered by the API server, not every pod.
     for resource in CHILD_RESOURCES:
         settings.watching.label_selectors[resource] = LABEL_NAME
+    if config.metrics_port:  # a standby is scraped too: its target is up, its counts zero
+        memo["metrics"] = metrics.serve(config.metrics_port)
     memo["kube"] = kube = await connect(metrics.observe_api_call)
     if config.leader_election:
         memo["lease"] = await leader.lead(kube, config)
-    if config.metrics_port:
-        memo["metrics"] = metrics.serve(config.metrics_port)
     memo["known"] = set()
     memo["queue"] = _start_queue(memo, config)
     memo["resync"] = asyncio.create_task(_resync_forever(memo, config.reconcile_interval_s))
