@@ -69,10 +69,10 @@ class OperatorSettings(BaseSettings):
         "", description="This replica's name in the Lease; empty: hostname and a random suffix."
     )
     lease_duration_s: float = Field(
-        10.0, gt=0, description="Seconds a standby waits after the last renewal before taking over."
+        8.0, gt=0, description="Seconds a standby waits after the last renewal before taking over."
     )
     lease_renew_deadline_s: float = Field(
-        7.0, gt=0, description="The leader stops (exits) when it could not renew for this long."
+        6.0, gt=0, description="The leader stops (exits) when it could not renew for this long."
     )
     lease_retry_period_s: float = Field(
         2.0, gt=0, description="Seconds between renewals, and between a standby's tries."

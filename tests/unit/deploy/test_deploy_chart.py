@@ -103,7 +103,7 @@ def test_service_monitor_without_service_is_refused(helm: Helm) -> None:
             "replicaCount > 1 needs leaderElection.enabled",
         ),
         (
-            ["leaderElection.renewDeadlineSeconds=10"],
+            ["leaderElection.renewDeadlineSeconds=8"],
             "retryPeriodSeconds < renewDeadlineSeconds < leaseDurationSeconds",
         ),
     ],
@@ -136,7 +136,7 @@ def test_default_render_is_two_restricted_replicas_electing_one_leader(
     assert by_name["MSO_OPERATOR_LEADER_ELECTION_NAMESPACE"]["valueFrom"] == {
         "fieldRef": {"fieldPath": "metadata.namespace"}
     }
-    assert by_name["MSO_OPERATOR_LEASE_DURATION_S"]["value"] == "10"
+    assert by_name["MSO_OPERATOR_LEASE_DURATION_S"]["value"] == "8"
     assert by_name["MSO_OPERATOR_MAX_CONCURRENT_RECONCILES"]["value"] == "10"
     anti = spec["template"]["spec"]["affinity"]["podAntiAffinity"]
     term = anti["preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"]
