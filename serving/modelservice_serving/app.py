@@ -23,6 +23,7 @@ from .batching import DynamicBatcher
 from .fetch import ModelDownloadError, fetch_model
 from .metrics import RequestMetricsMiddleware, ServerMetrics
 from .model import ServedModel
+from .redact import redact_url
 from .settings import ServeSettings
 from .state import ServingState
 
@@ -40,6 +41,9 @@ def load_model(settings: ServeSettings) -> ServedModel:
             settings.model_cache_dir,
             settings.model_max_bytes,
             settings.download_timeout_s,
+            allowed_networks=settings.download_allow_networks,
+            credentials_dir=settings.model_credentials_dir,
+            max_entries=settings.model_max_entries,
         )
     assert model_dir is not None  # the settings give exactly one source
     return ServedModel.load(model_dir, settings.model_name, settings.model_threads)
@@ -71,7 +75,7 @@ async def _load(state: ServingState, loader: ModelLoader) -> None:
         await asyncio.to_thread(model.warm_up, _warm_up_sizes(settings.max_batch_size))
     except Exception as exc:
         state.load_error = _failure_line(exc)
-        source = settings.model_uri or str(settings.model_dir)
+        source = redact_url(settings.model_uri or str(settings.model_dir))
         if isinstance(exc, ModelDownloadError):  # a clear line, not a trace, says it all
             log.error("model failed to download", extra={"model": source, "error": str(exc)})
         else:

@@ -42,6 +42,20 @@ class TrainSettings(_Settings):
     termination_log: Path = Field(
         Path("/dev/termination-log"), description="where the result JSON is written"
     )
+    download_timeout_s: float = Field(
+        600.0, gt=0, description="total deadline of the dataset download, redirects included"
+    )
+    download_allow_networks: str = Field(
+        "",
+        description="CIDRs a download may reach although inside the cluster or host "
+        "(loopback, link-local, private); comma separated, empty refuses them all",
+    )
+    dataset_max_bytes: int = Field(
+        4 << 30, ge=1, description="largest dataset file a download may write"
+    )
+    dataset_credentials_dir: Path | None = Field(
+        None, description="mounted Secret with the download's credentials (see credentials.py)"
+    )
 
     @field_validator("hidden_units", mode="before")
     @classmethod
@@ -75,7 +89,18 @@ class ServeSettings(_Settings):
         1 << 30, ge=1, description="largest model archive, and largest unpacked model"
     )
     download_timeout_s: float = Field(
-        60.0, gt=0, description="socket timeout of the model download (per read, not total)"
+        600.0, gt=0, description="total deadline of the model download, redirects included"
+    )
+    download_allow_networks: str = Field(
+        "",
+        description="CIDRs a download may reach although inside the cluster or host "
+        "(loopback, link-local, private); comma separated, empty refuses them all",
+    )
+    model_max_entries: int = Field(
+        10_000, ge=1, description="most files and directories in a model archive"
+    )
+    model_credentials_dir: Path | None = Field(
+        None, description="mounted Secret with the download's credentials (see credentials.py)"
     )
     termination_log: Path | None = Field(
         None, description="where a load failure is written as one line (e.g. /dev/termination-log)"

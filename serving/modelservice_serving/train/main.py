@@ -9,6 +9,7 @@ import traceback
 from pathlib import Path
 
 from .. import logs
+from ..redact import redact_text
 from ..settings import TrainSettings
 from . import report
 from .errors import TrainingError
@@ -39,7 +40,8 @@ def run(settings: TrainSettings) -> int:
 
 def fail(termination_log: Path, reason: str, message: str) -> int:
     """One clear line on stderr, the same in the termination message, a non-zero exit."""
-    one_line = " ".join(message.split())
+    # A message may quote the dataset URI: never with its query string or user info.
+    one_line = " ".join(redact_text(message).split())
     sys.stderr.write(f"error: {reason}: {one_line}\n")
     sys.stderr.flush()
     report.write_termination_message(termination_log, report.failed(reason, one_line))

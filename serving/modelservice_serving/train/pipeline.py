@@ -15,10 +15,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from ..credentials import CredentialsError, request_headers
+from ..download import DownloadPolicy, parse_networks
+from ..redact import redact_url
 from ..settings import TrainSettings
 from . import datasets, report
 from .distribution import Placement
-from .errors import InvalidSettingsError
+from .errors import DatasetDownloadFailedError, InvalidSettingsError
 from .output import StagedOutput, version_from_dir
 
 log = logging.getLogger(__name__)
@@ -45,6 +48,19 @@ class TrainingResult:
     uri: str
     metrics: dict[str, float]
     trained_at: str
+
+
+def download_policy(settings: TrainSettings) -> DownloadPolicy:
+    """The limits of a dataset download: allowed networks, deadline, bytes, credentials."""
+    try:
+        return DownloadPolicy(
+            max_bytes=settings.dataset_max_bytes,
+            deadline_s=settings.download_timeout_s,
+            allowed_networks=parse_networks(settings.download_allow_networks),
+            headers=request_headers(settings.dataset_credentials_dir),
+        )
+    except (CredentialsError, ValueError) as exc:
+        raise DatasetDownloadFailedError(str(exc)) from exc
 
 
 def split(data: datasets.Dataset, settings: TrainSettings) -> Splits:
@@ -208,12 +224,14 @@ def train(settings: TrainSettings, place: Placement) -> TrainingResult:
         if settings.seed is not None:
             keras.utils.set_random_seed(settings.seed)
             tf.config.experimental.enable_op_determinism()
-        data = datasets.load(settings.dataset, settings.label_column)
+        data = datasets.load(settings.dataset, settings.label_column, download_policy(settings))
         parts = split(data, settings)
         log.info(
             "dataset ready",
             extra={
                 "dataset": data.name,
+                "datasetUri": redact_url(settings.dataset),
+                "datasetSha256": data.sha256,
                 "features": data.num_features,
                 "classes": len(data.classes),
                 "train": len(parts.y_train),
@@ -269,6 +287,8 @@ def train(settings: TrainSettings, place: Placement) -> TrainingResult:
             "signature": "serve",
             "classes": data.classes,
             "dataset": data.name,
+            "datasetUri": redact_url(settings.dataset),
+            "datasetSha256": data.sha256,
             "workers": place.workers,
             "hyperparameters": {
                 "epochs": settings.epochs,
