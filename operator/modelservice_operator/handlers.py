@@ -21,7 +21,7 @@ from typing import Any
 
 import kopf
 
-from . import metrics
+from . import metrics, redaction
 from .kube import ApiError, Kube, connect
 from .names import GROUP, LABEL_NAME, PLURAL, VERSION
 from .reconciler import reconcile
@@ -48,6 +48,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         prefix=STORAGE_PREFIX, key="last-handled-configuration"
     )
     settings.posting.level = logging.WARNING
+    redaction.install()
     if config.peering:
         settings.peering.name = config.peering
         settings.peering.mandatory = True

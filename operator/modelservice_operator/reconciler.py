@@ -17,6 +17,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from modelservice_serving.redact import redact_json
+
 from . import conditions as cond
 from . import metrics
 from .builders.common import ModelVolume, Owner
@@ -607,7 +609,8 @@ async def _write_status(
     new: ModelServiceStatus,
 ) -> None:
     """Patch the status only when it changed; post an Event when Ready changed."""
-    new_wire = new.wire()
+    # Redacted before the comparison, as kube.patch_status writes it: no patch every pass.
+    new_wire = redact_json(new.wire())
     patch = merge_patch_diff(raw_old, new_wire)
     if not patch:
         return

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import re
 import urllib.parse
+from typing import Any
 
-__all__ = ["REDACTED", "redact_text", "redact_url"]
+__all__ = ["REDACTED", "redact_json", "redact_text", "redact_url"]
 
 REDACTED = "REDACTED"
 # scheme://... up to whitespace or a quote; punctuation that ends a sentence or a clause
@@ -44,3 +45,14 @@ def redact_url(url: str) -> str:
 def redact_text(text: str) -> str:
     """``text`` with every URL in it passed through :func:`redact_url`."""
     return _URL_IN_TEXT.sub(lambda match: redact_url(match.group(0)), text)
+
+
+def redact_json(value: Any) -> Any:
+    """A copy of a JSON-like value with :func:`redact_text` applied to every string in it."""
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, dict):
+        return {key: redact_json(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [redact_json(item) for item in value]
+    return value

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from modelservice_serving.redact import redact_url
+
 from ..models import ServingSpec
 from ..names import (
     ANNOTATION_SPEC_HASH,
@@ -55,7 +57,8 @@ def _model_args(model_dir: str, model_uri: str | None) -> list[str]:
     if model_uri is None:
         return [f"--model-dir={model_dir}"]
     return [
-        f"--model-uri={model_uri}",
+        # Redacted: credentials come from spec.model.credentials, never the URI.
+        f"--model-uri={redact_url(model_uri)}",
         f"--model-cache-dir={MODEL_CACHE_MOUNT}",
         # Only here: a download failure is then one line in the pod's status (PVC-served
         # predictors keep their arguments, so an operator upgrade does not roll them).

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from modelservice_serving.redact import redact_url
+
 from ..models import TrainingSpec
 from ..names import (
     ANNOTATION_TRAINING_HASH,
@@ -38,7 +40,8 @@ def training_args(training: TrainingSpec, version: int) -> list[str]:
     """Arguments of ``python -m modelservice_serving`` for this training spec."""
     args = [
         "train",
-        f"--dataset={training.dataset}",
+        # Redacted: credentials come from spec.training.datasetCredentials, never the URI.
+        f"--dataset={redact_url(training.dataset)}",
         f"--epochs={training.epochs}",
         f"--batch-size={training.batch_size}",
         f"--learning-rate={training.learning_rate}",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from modelservice_serving.redact import redact_text, redact_url
+from modelservice_serving.redact import redact_json, redact_text, redact_url
 
 pytestmark = pytest.mark.unit
 
@@ -44,3 +44,16 @@ def test_redact_text_finds_every_url_in_a_message() -> None:
         "GET https://bucket.s3.amazonaws.com/m.tgz?REDACTED: HTTP 403 Forbidden; redirected "
         "from 'http://REDACTED@mirror.example/x.csv?REDACTED'"
     )
+
+
+def test_redact_json_reaches_every_string() -> None:
+    status = {
+        "model": {"uri": "https://h/m.tgz?sig=1", "version": 3},
+        "conditions": [{"message": "GET http://a:b@h/x: HTTP 404 Not Found", "status": "False"}],
+    }
+    assert redact_json(status) == {
+        "model": {"uri": "https://h/m.tgz?REDACTED", "version": 3},
+        "conditions": [
+            {"message": "GET http://REDACTED@h/x: HTTP 404 Not Found", "status": "False"}
+        ],
+    }
