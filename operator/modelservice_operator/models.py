@@ -29,6 +29,7 @@ __all__ = [
     "PodSpecFields",
     "QualityGateSpec",
     "ResourceRequirements",
+    "SecretReference",
     "ServingSpec",
     "ServingStatus",
     "StorageSpec",
@@ -88,6 +89,12 @@ class GPUSpec(_Wire):
     resource: str | None = Field(None, max_length=253)
 
 
+class SecretReference(_Wire):
+    """A Secret in the ModelService's namespace, mounted into a pod as files."""
+
+    secret_name: str = Field(min_length=1, max_length=253)
+
+
 class PodSpecFields(_Wire):
     """Pod-level settings shared by training and serving."""
 
@@ -107,6 +114,7 @@ class TrainingSpec(PodSpecFields):
     """How to train a model version: data, hyperparameters, and the Job's pod."""
 
     dataset: str = Field(max_length=2048)
+    dataset_credentials: SecretReference | None = None
     label_column: str | None = Field(None, max_length=253)
     epochs: int = Field(10, ge=1, le=10000)
     batch_size: int = Field(32, ge=1, le=65536)
@@ -123,6 +131,7 @@ class ModelRef(_Wire):
     """An existing model to serve (``uri``) and/or a version pin."""
 
     uri: str | None = Field(None, max_length=2048)
+    credentials: SecretReference | None = None
     version: int | None = Field(None, ge=1)
 
 
@@ -208,6 +217,7 @@ class StorageSpec(_Wire):
     """Where model versions live: a PVC the operator creates or an existing one."""
 
     existing_claim: str | None = Field(None, max_length=253)
+    retain_on_delete: bool = True
     size: Quantity = "1Gi"
     storage_class_name: str | None = Field(None, max_length=253)
     access_modes: list[AccessMode] = Field(

@@ -539,6 +539,7 @@ async def _reconcile_serving(
             target.volume,
             settings,
             model_uri=target.model_uri,
+            model_credentials=spec.model.credentials if spec.model is not None else None,
         ),
         owner.uid,
     )

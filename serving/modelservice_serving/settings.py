@@ -51,7 +51,7 @@ class TrainSettings(_Settings):
         "(loopback, link-local, private); comma separated, empty refuses them all",
     )
     dataset_max_bytes: int = Field(
-        4 << 30, ge=1, description="largest dataset file a download may write"
+        1 << 30, ge=1, description="largest dataset file a download may write"
     )
     dataset_credentials_dir: Path | None = Field(
         None, description="mounted Secret with the download's credentials (see credentials.py)"

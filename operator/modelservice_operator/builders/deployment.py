@@ -6,7 +6,7 @@ from typing import Any
 
 from modelservice_serving.redact import redact_url
 
-from ..models import ServingSpec
+from ..models import SecretReference, ServingSpec
 from ..names import (
     ANNOTATION_SPEC_HASH,
     LABEL_VERSION,
@@ -22,8 +22,12 @@ from .common import (
     container_env,
     container_resources,
     container_security_context,
+    credentials_volume,
+    ephemeral_storage,
+    hardened_pod,
     pod_scheduling,
     pod_security_context,
+    tmp_volume,
 )
 
 __all__ = [
@@ -42,6 +46,11 @@ MODEL_CACHE_MOUNT = "/var/cache/models"
 # The server refuses archives and unpacked models above 1 GiB (serve --model-max-bytes) and
 # deletes the archive once unpacked; 2 GiB holds both for the moment they coexist.
 MODEL_CACHE_SIZE = "2Gi"
+SERVING_TMP_SIZE = "1Gi"
+SERVING_EPHEMERAL_REQUEST = "256Mi"
+# /tmp and logs; with a downloaded model its cache as well.
+SERVING_EPHEMERAL_LIMIT = "2Gi"
+SERVING_EPHEMERAL_LIMIT_WITH_CACHE = "4Gi"
 
 
 def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
@@ -94,6 +103,7 @@ def build_deployment(
     model_volume: ModelVolume | None,
     settings: OperatorSettings,
     model_uri: str | None = None,
+    model_credentials: SecretReference | None = None,
 ) -> dict[str, Any]:
     """Return the predictor Deployment serving ``model_dir`` (version ``version``).
 
@@ -108,25 +118,36 @@ def build_deployment(
     name = predictor_name(owner.name)
     grace = serving.termination_grace_period_seconds or DEFAULT_GRACE_SECONDS
     version_labels = {LABEL_VERSION: str(version)} if version is not None else {}
-    mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
-    volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
+    tmp, tmp_mount = tmp_volume(SERVING_TMP_SIZE)
+    mounts: list[dict[str, Any]] = [tmp_mount]
+    volumes: list[dict[str, Any]] = [tmp]
+    args = _server_args(serving, owner.name, model_dir, model_uri, grace)
     if model_uri is not None:
         mounts.insert(0, {"name": "model-cache", "mountPath": MODEL_CACHE_MOUNT})
         volumes.insert(0, {"name": "model-cache", "emptyDir": {"sizeLimit": MODEL_CACHE_SIZE}})
+        if model_credentials is not None:
+            volume, mount, directory = credentials_volume("model", model_credentials)
+            volumes.append(volume)
+            mounts.append(mount)
+            args.append(f"--model-credentials-dir={directory}")
     elif model_volume is not None:
         mounts.insert(0, model_volume.mount())
         volumes.insert(0, model_volume.volume())
+    resources = container_resources(
+        serving.resources, serving.gpu, settings, DEFAULT_SERVING_REQUESTS
+    )
+    ephemeral_limit = (
+        SERVING_EPHEMERAL_LIMIT_WITH_CACHE if model_uri is not None else SERVING_EPHEMERAL_LIMIT
+    )
     container: dict[str, Any] = {
         "name": "server",
         "image": serving.image or settings.default_image,
         "imagePullPolicy": settings.image_pull_policy,
         "command": ["python", "-m", "modelservice_serving"],
-        "args": _server_args(serving, owner.name, model_dir, model_uri, grace),
+        "args": args,
         "ports": [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}],
         "env": container_env(serving, [{"name": "HOME", "value": "/tmp"}]),
-        "resources": container_resources(
-            serving.resources, serving.gpu, settings, DEFAULT_SERVING_REQUESTS
-        ),
+        "resources": ephemeral_storage(resources, SERVING_EPHEMERAL_REQUEST, ephemeral_limit),
         "securityContext": container_security_context(),
         "startupProbe": _probe("/v2/health/live", 5, 60),
         "readinessProbe": _probe("/v2/health/ready", 5, 2),
@@ -149,14 +170,16 @@ def build_deployment(
         "progressDeadlineSeconds": 600,
         "template": {
             "metadata": template_meta,
-            "spec": {
-                "securityContext": pod_security_context(),
-                "terminationGracePeriodSeconds": grace,
-                "enableServiceLinks": False,
-                "containers": [container],
-                "volumes": volumes,
-                **pod_scheduling(serving, settings),
-            },
+            "spec": hardened_pod(
+                {
+                    "securityContext": pod_security_context(),
+                    "terminationGracePeriodSeconds": grace,
+                    "enableServiceLinks": False,
+                    "containers": [container],
+                    "volumes": volumes,
+                    **pod_scheduling(serving, settings),
+                }
+            ),
         },
     }
     owned = owned_spec(spec)

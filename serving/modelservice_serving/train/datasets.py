@@ -29,7 +29,7 @@ from .errors import (
 BUILTIN = ("digits", "mnist", "fashion_mnist")
 FILE_SUFFIXES = (".csv", ".npz")
 # Without a policy from the settings: the largest dataset file a download may write.
-DATASET_MAX_BYTES = 4 << 30
+DATASET_MAX_BYTES = 1 << 30
 # Names an NPZ's feature array commonly has, tried in order when it has several arrays.
 NPZ_FEATURE_KEYS = ("x", "X", "features", "data", "inputs")
 
