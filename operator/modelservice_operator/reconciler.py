@@ -26,7 +26,7 @@ from .builders.deployment import build_deployment, owned_spec
 from .builders.hpa import build_hpa
 from .builders.job import build_job, version_dir
 from .builders.pdb import build_pdb
-from .builders.pvc import build_pvc, store_claim
+from .builders.pvc import build_pvc, owner_patch, store_claim
 from .builders.service import build_service, service_url
 from .diagnosis import JobOutcome, Stuck, diagnose_job, diagnose_pods, parse_progress
 from .kube import ApiError, Kube
@@ -432,7 +432,10 @@ async def _reconcile(
         try:
             pvc = build_pvc(owner, spec.storage)
             if pvc is not None:
-                await kube.create(pvc)
+                existing, created = await kube.create(pvc)
+                patch = None if created else owner_patch(existing, owner, spec.storage)
+                if patch is not None:  # retainOnDelete changed: follow it
+                    await kube.merge_patch("PersistentVolumeClaim", owner.namespace, claim, patch)
             trained = await _reconcile_training(kube, owner, spec, status, claim, settings, body)
         except ApiError as exc:
             rejected = _rejected(exc)

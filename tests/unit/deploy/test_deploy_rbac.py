@@ -49,6 +49,7 @@ REVIEWED_NAMESPACED: dict[Permission, str] = {
     ("policy", "poddisruptionbudgets", "delete"): "PDB no longer applies",
     ("", "persistentvolumeclaims", "get"): "kube.Kube.create on AlreadyExists",
     ("", "persistentvolumeclaims", "create"): "the model store",
+    ("", "persistentvolumeclaims", "patch"): "builders.pvc.owner_patch (retainOnDelete)",
     ("", "pods", "list"): "training and predictor pods for diagnosis",
     ("", "pods", "watch"): "handlers.on_child_event",
     ("", "pods/log", "get"): "training progress (log tail)",

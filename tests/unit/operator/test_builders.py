@@ -208,7 +208,7 @@ def test_pdb_only_above_one_replica(owner: Owner) -> None:
 
 
 def test_pvc_defaults_and_existing_claim(owner: Owner) -> None:
-    pvc = build_pvc(owner, StorageSpec())
+    pvc = build_pvc(owner, StorageSpec(retain_on_delete=False))
     assert pvc is not None
     _owner_ref_ok(pvc, owner)
     assert pvc["metadata"]["name"] == "digits-models"

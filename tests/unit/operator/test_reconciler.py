@@ -384,3 +384,21 @@ async def test_live_training_progress_reaches_status(kube: FakeKube) -> None:
     finish_job(kube, accuracy=0.97)
     ms = await run(kube)
     assert ms["status"]["training"]["epoch"] == ms["status"]["training"]["epochs"] == 5
+
+
+async def test_store_follows_retain_on_delete(kube: FakeKube) -> None:
+    await run(kube)
+    (pvc,) = kube.of("PersistentVolumeClaim")
+    assert "ownerReferences" not in pvc["metadata"]  # retained by default
+    body = kube.objects[("ModelService", NS, "digits")]
+    body["spec"]["storage"] = {"retainOnDelete": False}
+    await run(kube)
+    (pvc,) = kube.of("PersistentVolumeClaim")
+    assert [r["uid"] for r in pvc["metadata"]["ownerReferences"]] == ["ms-uid"]
+    body["spec"]["storage"] = {"retainOnDelete": True}
+    await run(kube)
+    (pvc,) = kube.of("PersistentVolumeClaim")
+    assert not pvc["metadata"].get("ownerReferences")
+    writes = len(kube.writes)
+    await run(kube)
+    assert [w for w in kube.writes[writes:] if w[1] == "PersistentVolumeClaim"] == []
