@@ -31,6 +31,8 @@ def test_default_installs_crd_rbac_and_one_restricted_operator(
             "ClusterRoleBinding",
             "ClusterRoleBinding",
             "Deployment",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding",
         ]
     )
     crd = one(manifests, "CustomResourceDefinition")
