@@ -19,6 +19,7 @@ from fastapi import FastAPI, Request
 from starlette.responses import Response
 
 from . import __version__, errors, protocol_v1, protocol_v2, routing
+from .access import BearerTokenMiddleware, read_token
 from .batching import DynamicBatcher
 from .fetch import ModelDownloadError, fetch_model
 from .metrics import RequestMetricsMiddleware, ServerMetrics
@@ -135,6 +136,10 @@ def create_app(settings: ServeSettings, loader: ModelLoader = load_model) -> Fas
         description="KServe V1 and Open Inference Protocol (V2) over one dynamically batched "
         "TensorFlow SavedModel.",
         lifespan=lifespan,
+        # The API's description is for developers: off unless asked (--docs).
+        docs_url="/docs" if settings.docs else None,
+        redoc_url="/redoc" if settings.docs else None,
+        openapi_url="/openapi.json" if settings.docs else None,
     )
     app.state.serving = state
     errors.install(app)
@@ -145,14 +150,19 @@ def create_app(settings: ServeSettings, loader: ModelLoader = load_model) -> Fas
     async def root() -> dict[str, str]:
         return {"status": "alive"}
 
-    @app.get("/metrics", tags=["health"], summary="Prometheus metrics")
-    async def prometheus(request: Request) -> Response:
-        metrics.queue_depth.set(state.batcher.queued_rows if state.batcher else 0)
-        body, content_type = metrics.exposition()
-        return Response(body, media_type=content_type)
+    if not settings.metrics_port:  # else served alone on its own port (server.py)
+
+        @app.get("/metrics", tags=["health"], summary="Prometheus metrics")
+        async def prometheus(request: Request) -> Response:
+            metrics.queue_depth.set(state.batcher.queued_rows if state.batcher else 0)
+            body, content_type = metrics.exposition()
+            return Response(body, media_type=content_type)
 
     routing.install(app)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
+    if settings.auth_token_file is not None:
+        # Outermost: a refused request reaches neither the metrics nor the routes.
+        app.add_middleware(BearerTokenMiddleware, token=read_token(settings.auth_token_file))
     return app
 
 

@@ -119,6 +119,13 @@ class ServeSettings(_Settings):
     model_threads: int = Field(1, ge=1, description="TensorFlow intra/inter-op threads")
     log_level: str = Field("info", description="debug | info | warning | error")
     access_log: bool = Field(False, description="one JSON log line per request")
+    auth_token_file: Path | None = Field(
+        None, description="file with the bearer token every request but health probes needs"
+    )
+    metrics_port: int = Field(
+        0, ge=0, le=65535, description="serve /metrics on this port alone; 0: on --port"
+    )
+    docs: bool = Field(False, description="serve /docs, /redoc and /openapi.json")
 
     @model_validator(mode="after")
     def _one_model_source(self) -> ServeSettings:
