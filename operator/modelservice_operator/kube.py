@@ -51,6 +51,7 @@ KINDS: dict[str, Resource] = {
     "PersistentVolumeClaim": Resource("v1", "persistentvolumeclaims"),
     "Event": Resource("v1", "events"),
     "Deployment": Resource("apps/v1", "deployments"),
+    "NetworkPolicy": Resource("networking.k8s.io/v1", "networkpolicies"),
     "Job": Resource("batch/v1", "jobs"),
     "HorizontalPodAutoscaler": Resource("autoscaling/v2", "horizontalpodautoscalers"),
     "PodDisruptionBudget": Resource("policy/v1", "poddisruptionbudgets"),

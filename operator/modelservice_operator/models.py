@@ -13,6 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
 __all__ = [
+    "AccessSpec",
+    "AuthSpec",
     "AutoscalingSpec",
     "BatchingSpec",
     "Condition",
@@ -26,9 +28,11 @@ __all__ = [
     "ModelStatus",
     "ModelVersionRecord",
     "Phase",
+    "PodPeer",
     "PodSpecFields",
     "QualityGateSpec",
     "ResourceRequirements",
+    "SecretKeyRef",
     "SecretReference",
     "ServingSpec",
     "ServingStatus",
@@ -198,6 +202,35 @@ class AutoscalingSpec(_Wire):
     scale_down_stabilization_seconds: int | None = Field(None, ge=0, le=3600)
 
 
+class PodPeer(_Wire):
+    """Pods, by labels, in a namespace (default: the ModelService's)."""
+
+    namespace: str | None = Field(None, min_length=1, max_length=63)
+    match_labels: dict[str, str]
+
+
+class AccessSpec(_Wire):
+    """Who may reach the predictor (a NetworkPolicy)."""
+
+    same_namespace: bool = True
+    namespaces: list[str] = Field(default_factory=list, max_length=32)
+    pods: list[PodPeer] = Field(default_factory=list, max_length=32)
+    metrics_namespaces: list[str] = Field(default_factory=list, max_length=16)
+
+
+class SecretKeyRef(_Wire):
+    """A key of a Secret in the ModelService's namespace."""
+
+    name: str = Field(min_length=1, max_length=253)
+    key: str = Field("token", min_length=1, max_length=253)
+
+
+class AuthSpec(_Wire):
+    """Bearer-token authentication of the predictor."""
+
+    secret_ref: SecretKeyRef
+
+
 class ServingSpec(PodSpecFields):
     """The predictor: replicas bounds, batching, autoscaling and the pods."""
 
@@ -206,6 +239,9 @@ class ServingSpec(PodSpecFields):
     batching: BatchingSpec | None = None
     autoscaling: AutoscalingSpec | None = None
     termination_grace_period_seconds: int | None = Field(None, ge=1, le=3600)
+    access: AccessSpec | None = None
+    auth: AuthSpec | None = None
+    docs: bool | None = None
 
     @property
     def effective_max_replicas(self) -> int:

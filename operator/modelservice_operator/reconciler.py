@@ -25,6 +25,7 @@ from .builders.common import ModelVolume, Owner
 from .builders.deployment import build_deployment, owned_spec
 from .builders.hpa import build_hpa
 from .builders.job import build_job, version_dir
+from .builders.networkpolicy import build_network_policy
 from .builders.pdb import build_pdb
 from .builders.pvc import build_pvc, owner_patch, store_claim
 from .builders.service import build_service, service_url
@@ -547,6 +548,7 @@ async def _reconcile_serving(
         owner.uid,
     )
     await _ensure(kube, build_service(owner), owner.uid)
+    await _ensure(kube, build_network_policy(owner, serving), owner.uid)
     await _ensure(kube, build_hpa(owner, serving), owner.uid)
     pdb = build_pdb(owner, serving)
     if pdb is not None:

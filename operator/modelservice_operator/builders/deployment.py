@@ -32,6 +32,8 @@ from .common import (
 
 __all__ = [
     "HTTP_PORT",
+    "METRICS_PORT",
+    "METRICS_PORT_NAME",
     "MODEL_CACHE_MOUNT",
     "PRE_STOP_SECONDS",
     "build_deployment",
@@ -39,6 +41,10 @@ __all__ = [
 ]
 
 HTTP_PORT = 8080
+# /metrics alone (serve --metrics-port): a NetworkPolicy admits scrapers here only.
+METRICS_PORT = 9090
+METRICS_PORT_NAME = "metrics"
+AUTH_MOUNT = "/var/run/secrets/modelservice/auth"
 PRE_STOP_SECONDS = 5
 DEFAULT_GRACE_SECONDS = 30
 DEFAULT_SERVING_REQUESTS = {"cpu": "500m", "memory": "1Gi"}
@@ -89,7 +95,12 @@ def _server_args(
         f"--max-latency-ms={batching.max_latency_ms if batching else 5}",
         # Drain within the grace period that is left after preStop.
         f"--graceful-timeout-s={max(1, grace - PRE_STOP_SECONDS - 2)}",
+        f"--metrics-port={METRICS_PORT}",
     ]
+    if serving.auth is not None:
+        args.append(f"--auth-token-file={AUTH_MOUNT}/{serving.auth.secret_ref.key}")
+    if serving.docs:
+        args.append("--docs=true")
     if batching is not None and batching.max_queue is not None:
         args.append(f"--max-queue={batching.max_queue}")
     return args
@@ -133,6 +144,19 @@ def build_deployment(
     elif model_volume is not None:
         mounts.insert(0, model_volume.mount())
         volumes.insert(0, model_volume.volume())
+    if serving.auth is not None:
+        ref = serving.auth.secret_ref
+        volumes.append(
+            {
+                "name": "auth-token",
+                "secret": {
+                    "secretName": ref.name,
+                    "items": [{"key": ref.key, "path": ref.key}],
+                    "defaultMode": 0o440,
+                },
+            }
+        )
+        mounts.append({"name": "auth-token", "mountPath": AUTH_MOUNT, "readOnly": True})
     resources = container_resources(
         serving.resources, serving.gpu, settings, DEFAULT_SERVING_REQUESTS
     )
@@ -145,7 +169,10 @@ def build_deployment(
         "imagePullPolicy": settings.image_pull_policy,
         "command": ["python", "-m", "modelservice_serving"],
         "args": args,
-        "ports": [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}],
+        "ports": [
+            {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
+            {"name": METRICS_PORT_NAME, "containerPort": METRICS_PORT, "protocol": "TCP"},
+        ],
         "env": container_env(serving, [{"name": "HOME", "value": "/tmp"}]),
         "resources": ephemeral_storage(resources, SERVING_EPHEMERAL_REQUEST, ephemeral_limit),
         "securityContext": container_security_context(),

@@ -118,3 +118,42 @@ def test_schema_refuses_values_that_would_weaken_the_policy(helm: Helm, setting:
     result = helm("template", "mso", str(CHART), "--set", setting)
     assert result.returncode != 0
     assert "admissionPolicy" in result.stderr
+
+
+def test_operator_network_policy_closes_the_pod(
+    render_chart: Callable[..., Manifests], kustomize: Callable[[str], Manifests]
+) -> None:
+    closed = one(render_chart(), "NetworkPolicy")
+    selector = one(render_chart(), "Deployment")["spec"]["selector"]["matchLabels"]
+    assert closed["spec"]["podSelector"]["matchLabels"] == selector
+    assert closed["spec"]["policyTypes"] == ["Ingress"]
+    assert closed["spec"]["ingress"] == []  # metrics off: nothing comes in
+    scraped = one(
+        render_chart(
+            sets=["metrics.service.enabled=true", "networkPolicy.metricsNamespaces={monitoring}"]
+        ),
+        "NetworkPolicy",
+    )
+    assert scraped["spec"]["ingress"] == [
+        {
+            "ports": [{"port": "metrics", "protocol": "TCP"}],
+            "from": [
+                {"podSelector": {}},
+                {
+                    "namespaceSelector": {
+                        "matchLabels": {"kubernetes.io/metadata.name": "monitoring"}
+                    }
+                },
+            ],
+        }
+    ]
+    assert not by_kind(render_chart(sets=["networkPolicy.enabled=false"]), "NetworkPolicy")
+    manifests = kustomize("default")
+    policy = one(manifests, "NetworkPolicy")
+    deployment = one(manifests, "Deployment")
+    assert policy["metadata"]["namespace"] == deployment["metadata"]["namespace"]
+    assert (
+        policy["spec"]["podSelector"]["matchLabels"]
+        == deployment["spec"]["selector"]["matchLabels"]
+    )
+    assert policy["spec"]["ingress"][0]["ports"] == [{"port": "metrics", "protocol": "TCP"}]

@@ -31,6 +31,7 @@ def test_default_installs_crd_rbac_and_one_restricted_operator(
             "ClusterRoleBinding",
             "ClusterRoleBinding",
             "Deployment",
+            "NetworkPolicy",
             "ValidatingAdmissionPolicy",
             "ValidatingAdmissionPolicyBinding",
         ]

@@ -402,3 +402,13 @@ async def test_store_follows_retain_on_delete(kube: FakeKube) -> None:
     writes = len(kube.writes)
     await run(kube)
     assert [w for w in kube.writes[writes:] if w[1] == "PersistentVolumeClaim"] == []
+
+
+async def test_predictor_is_closed_by_a_network_policy(kube: FakeKube) -> None:
+    await run(kube)
+    finish_job(kube, 0.97)
+    await run(kube)
+    (policy,) = kube.of("NetworkPolicy")
+    assert policy["metadata"]["name"] == "digits-predictor"
+    assert [r["uid"] for r in policy["metadata"]["ownerReferences"]] == ["ms-uid"]
+    assert policy["spec"]["ingress"][0]["from"] == [{"podSelector": {}}]
