@@ -303,6 +303,11 @@ class ModelVersionRecord(_StatusWire):
     trained_at: str | None = None
     quality_gate: Literal["Passed", "Failed"] | None = None
     promoted_at: str | None = None
+    gated_at: str | None = None
+    dataset_uri: str | None = None
+    dataset_sha256: str | None = None
+    hyperparameters: dict[str, Any] | None = None
+    image_digest: str | None = None
 
 
 class TrainingStatus(_StatusWire):

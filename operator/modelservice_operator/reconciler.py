@@ -191,7 +191,9 @@ async def _stop_superseded(kube: Kube, owner: Owner, others: list[dict[str, Any]
 def _record_from_result(
     version: int, jname: str, claim: str, result: dict[str, Any] | None
 ) -> ModelVersionRecord:
-    metrics = (result or {}).get("metrics") or {}
+    result = result or {}
+    metrics = result.get("metrics") or {}
+    hyperparameters = result.get("hyperparameters")
     return ModelVersionRecord(
         version=version,
         uri=f"pvc://{claim}/v{version}",
@@ -199,8 +201,26 @@ def _record_from_result(
         metrics=VersionMetrics(
             accuracy=_num(metrics.get("accuracy")), loss=_num(metrics.get("loss"))
         ),
-        trained_at=(result or {}).get("trainedAt"),
+        trained_at=result.get("trainedAt"),
+        # Lineage: the trainer's own account, and the image the kubelet ran.
+        dataset_uri=_text(result.get("datasetUri")),
+        dataset_sha256=_text(result.get("datasetSha256")),
+        hyperparameters=hyperparameters if isinstance(hyperparameters, dict) else None,
+        image_digest=_text(result.get("imageDigest")),
     )
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _image_digest(pods: list[dict[str, Any]]) -> str | None:
+    """The training container's image by digest (``imageID``), from any of the Job's pods."""
+    for pod in pods:
+        for status in (pod.get("status") or {}).get("containerStatuses") or []:
+            if status.get("name") == "train" and status.get("imageID"):
+                return str(status["imageID"])
+    return None
 
 
 def _num(value: Any) -> float | None:
@@ -281,7 +301,10 @@ async def _reconcile_training(
         except ValueError:
             result = None
     elif outcome.result is not None:
-        result = outcome.result
+        result = dict(outcome.result)
+        digest = _image_digest(pods)
+        if digest is not None:
+            result["imageDigest"] = digest
         await kube.merge_patch(
             "Job",
             owner.namespace,
@@ -308,6 +331,7 @@ async def _reconcile_training(
             gate_spec.higher_is_better,
         )
     record.quality_gate = "Passed" if gate.passed else "Failed"
+    record.gated_at = _now()  # kept from the first verdict by _merge_versions
     return _Training(outcome, tstatus, record, gate)
 
 
@@ -319,6 +343,8 @@ def _merge_versions(
         old = by_version.get(record.version)
         if old is not None and old.promoted_at and not record.promoted_at:
             record.promoted_at = old.promoted_at
+        if old is not None and old.gated_at:
+            record.gated_at = old.gated_at
         by_version[record.version] = record
     ordered = sorted(by_version.values(), key=lambda r: r.version)
     while len(ordered) > limit:
@@ -447,6 +473,9 @@ async def _reconcile(
             if trained.gate.passed and newly_promoted and not pinned:
                 record.promoted_at = _now()
                 metrics.PROMOTIONS.inc()
+                await kube.event(
+                    body, "Normal", "Promoted", _promotion_message(record, status, trained.gate)
+                )
             before = next((r for r in versions if r.version == record.version), None)
             if not trained.gate.passed and (before is None or before.quality_gate != "Failed"):
                 # Counted once per version: the verdict is in status from now on.
@@ -484,6 +513,9 @@ async def _reconcile(
     else:
         target = _Target(None, None, "", Stuck("NoModel", "spec.training or spec.model.uri"))
     problem: Stuck | None = target.problem
+    rollback = _rollback_message(pin, status.model, target.model)
+    if rollback is not None and problem is None:
+        await kube.event(body, "Normal", "RolledBack", rollback)
 
     serving_obs: cond.ServingObservation | None = None
     serving_status: ServingStatus | None = status.serving
@@ -593,6 +625,26 @@ async def _reconcile_serving(
         url=service_url(owner, settings.cluster_domain),
     )
     return obs, sstatus
+
+
+def _promotion_message(
+    record: ModelVersionRecord, status: ModelServiceStatus, gate: cond.GateVerdict
+) -> str:
+    previous = status.model.version if status.model is not None else None
+    passed = f"{gate.metric} {gate.value}" if gate.value is not None else "no quality gate"
+    replacing = f", replacing version {previous}" if previous is not None else ""
+    return f"version {record.version} promoted to serving ({passed}){replacing}"
+
+
+def _rollback_message(
+    pin: int | None, before: ModelStatus | None, after: ModelStatus | None
+) -> str | None:
+    """The Event text when a pin moves serving to another version (once: status follows)."""
+    if pin is None or after is None or after.version != pin:
+        return None
+    if before is None or before.version is None or before.version == pin:
+        return None
+    return f"serving pinned version {pin} instead of version {before.version}"
 
 
 def _rejected(exc: ApiError) -> Stuck:

@@ -31,7 +31,9 @@ def run(settings: TrainSettings) -> int:
     except Exception as exc:  # a bug or an environment fault: keep the trace in the log
         traceback.print_exc()
         return fail(settings.termination_log, "InternalError", f"{type(exc).__name__}: {exc}")
-    message = report.succeeded(result.version, result.uri, result.metrics, result.trained_at)
+    message = report.succeeded(
+        result.version, result.uri, result.metrics, result.trained_at, result.lineage
+    )
     report.print_line(report.json_line({"event": "completed", **message}))
     if place.is_chief:
         report.write_termination_message(settings.termination_log, message)

@@ -7,7 +7,7 @@ import logging
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,24 @@ class TrainingResult:
     uri: str
     metrics: dict[str, float]
     trained_at: str
+    lineage: dict[str, Any] = field(default_factory=dict)
+
+
+def _lineage(settings: TrainSettings, data: datasets.Dataset) -> dict[str, Any]:
+    """Where a version came from: the dataset (URI redacted, SHA-256), the hyperparameters."""
+    return {
+        "datasetUri": redact_url(settings.dataset),
+        "datasetSha256": data.sha256,
+        "hyperparameters": {
+            "epochs": settings.epochs,
+            "batchSize": settings.batch_size,
+            "learningRate": settings.learning_rate,
+            "hiddenUnits": list(settings.hidden_units),
+            "validationSplit": settings.validation_split,
+            "testSplit": settings.test_split,
+            "seed": settings.seed,
+        },
+    }
 
 
 def download_policy(settings: TrainSettings) -> DownloadPolicy:
@@ -270,15 +288,17 @@ def train(settings: TrainSettings, place: Placement) -> TrainingResult:
         version = (
             settings.version if settings.version is not None else version_from_dir(settings.output)
         )
+        lineage = _lineage(settings, data)
         if staged is None:
             # Saving is collective under MultiWorkerMirroredStrategy: workers save and discard.
             scratch = Path(tempfile.mkdtemp(prefix="mso-worker-export-"))
             model.export(str(scratch / "model"), verbose=False)
             shutil.rmtree(scratch, ignore_errors=True)
-            return TrainingResult(version, str(settings.output), metrics, trained_at)
+            return TrainingResult(version, str(settings.output), metrics, trained_at, lineage)
         model.export(str(staged.staging), verbose=False)
         inputs, outputs = signature_tensors(staged.staging)
         metadata = {
+            **lineage,
             "version": version,
             "metrics": metrics,
             "trainedAt": trained_at,
@@ -287,24 +307,16 @@ def train(settings: TrainSettings, place: Placement) -> TrainingResult:
             "signature": "serve",
             "classes": data.classes,
             "dataset": data.name,
-            "datasetUri": redact_url(settings.dataset),
-            "datasetSha256": data.sha256,
             "workers": place.workers,
             "hyperparameters": {
-                "epochs": settings.epochs,
-                "batchSize": settings.batch_size,
-                "learningRate": settings.learning_rate,
-                "hiddenUnits": list(settings.hidden_units),
-                "validationSplit": settings.validation_split,
-                "testSplit": settings.test_split,
-                "seed": settings.seed,
+                **lineage["hyperparameters"],
                 "optimizer": "adam",
                 "activation": "relu",
             },
         }
         (staged.staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
         staged.publish()
-        return TrainingResult(version, str(settings.output), metrics, trained_at)
+        return TrainingResult(version, str(settings.output), metrics, trained_at, lineage)
     except BaseException:
         if staged is not None:
             staged.discard()

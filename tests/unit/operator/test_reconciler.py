@@ -412,3 +412,43 @@ async def test_predictor_is_closed_by_a_network_policy(kube: FakeKube) -> None:
     assert policy["metadata"]["name"] == "digits-predictor"
     assert [r["uid"] for r in policy["metadata"]["ownerReferences"]] == ["ms-uid"]
     assert policy["spec"]["ingress"][0]["from"] == [{"podSelector": {}}]
+
+
+async def test_lineage_of_a_version_and_events_on_promotion_and_rollback(kube: FakeKube) -> None:
+    await run(kube)
+    job = finish_job(kube, 0.95)
+    (pod,) = [
+        p for p in kube.of("Pod") if p["metadata"]["labels"]["job-name"] == job["metadata"]["name"]
+    ]
+    state = pod["status"]["containerStatuses"][0]
+    message = json.loads(state["state"]["terminated"]["message"])
+    message |= {
+        "datasetUri": "https://data.example/d.csv",
+        "datasetSha256": "ab" * 32,
+        "hyperparameters": {"epochs": 5, "batchSize": 32},
+    }
+    state["state"]["terminated"]["message"] = json.dumps(message)
+    state["imageID"] = "registry.local/serving@sha256:" + "cd" * 32
+    ms = await run(kube)
+    (record,) = ms["status"]["versions"]
+    assert record["datasetUri"] == "https://data.example/d.csv"
+    assert record["datasetSha256"] == "ab" * 32
+    assert record["hyperparameters"] == {"epochs": 5, "batchSize": 32}
+    assert record["imageDigest"] == "registry.local/serving@sha256:" + "cd" * 32
+    assert record["qualityGate"] == "Passed"
+    assert record["gatedAt"]
+    assert ("Normal", "Promoted", "version 1 promoted to serving (accuracy 0.95)") in kube.events
+    gated_at = record["gatedAt"]
+    ms = await run(kube)
+    assert ms["status"]["versions"][0]["gatedAt"] == gated_at  # the first verdict's time
+    ms["spec"]["training"]["epochs"] = 9
+    await run(kube)
+    finish_job(kube, 0.96)
+    await run(kube)
+    promoted = "version 2 promoted to serving (accuracy 0.96), replacing version 1"
+    assert ("Normal", "Promoted", promoted) in kube.events
+    ms["spec"]["model"] = {"version": 1}
+    await run(kube)
+    await run(kube)
+    rollbacks = [e for e in kube.events if e[1] == "RolledBack"]
+    assert rollbacks == [("Normal", "RolledBack", "serving pinned version 1 instead of version 2")]
