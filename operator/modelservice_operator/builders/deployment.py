@@ -14,10 +14,10 @@ from ..names import (
     predictor_selector,
     stable_hash,
 )
-from ..settings import OperatorSettings
 from .common import (
     ModelVolume,
     Owner,
+    PodDefaults,
     child_metadata,
     container_env,
     container_resources,
@@ -112,7 +112,7 @@ def build_deployment(
     version: int | None,
     model_dir: str,
     model_volume: ModelVolume | None,
-    settings: OperatorSettings,
+    defaults: PodDefaults,
     model_uri: str | None = None,
     model_credentials: SecretReference | None = None,
 ) -> dict[str, Any]:
@@ -158,15 +158,15 @@ def build_deployment(
         )
         mounts.append({"name": "auth-token", "mountPath": AUTH_MOUNT, "readOnly": True})
     resources = container_resources(
-        serving.resources, serving.gpu, settings, DEFAULT_SERVING_REQUESTS
+        serving.resources, serving.gpu, defaults, DEFAULT_SERVING_REQUESTS
     )
     ephemeral_limit = (
         SERVING_EPHEMERAL_LIMIT_WITH_CACHE if model_uri is not None else SERVING_EPHEMERAL_LIMIT
     )
     container: dict[str, Any] = {
         "name": "server",
-        "image": serving.image or settings.default_image,
-        "imagePullPolicy": settings.image_pull_policy,
+        "image": serving.image or defaults.default_image,
+        "imagePullPolicy": defaults.image_pull_policy,
         "command": ["python", "-m", "modelservice_serving"],
         "args": args,
         "ports": [
@@ -204,7 +204,7 @@ def build_deployment(
                     "enableServiceLinks": False,
                     "containers": [container],
                     "volumes": volumes,
-                    **pod_scheduling(serving, settings),
+                    **pod_scheduling(serving, defaults),
                 }
             ),
         },

@@ -1,9 +1,10 @@
 """The model-store PersistentVolumeClaim the operator creates (unless one is named).
 
 With ``spec.storage.retainOnDelete`` (the default) the claim has no ownerReference, so
-deleting the ModelService leaves it and every version in it; it carries the ModelService's
-name label and :data:`ANNOTATION_RETAINED`, by which a ModelService of the same name created
-later recognises it as its own store (:func:`is_retained_store`) and keeps using it.
+deleting the ModelService leaves it and every version in it (marked with
+:data:`ANNOTATION_RETAINED`); a ModelService of the same name created later uses a store
+claim that no one controls as it is (reconciler.children, ``usable_unowned``) and numbers new
+versions above what it holds. The field takes effect when the claim is created.
 """
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ from __future__ import annotations
 from typing import Any
 
 from ..models import StorageSpec
-from ..names import GROUP, LABEL_NAME, pvc_name
+from ..names import GROUP, pvc_name
 from .common import Owner, child_metadata
 
-__all__ = ["ANNOTATION_RETAINED", "build_pvc", "is_retained_store", "owner_patch", "store_claim"]
+__all__ = ["ANNOTATION_RETAINED", "build_pvc", "store_claim"]
 
 ANNOTATION_RETAINED = f"{GROUP}/retain-on-delete"
 
@@ -47,43 +48,3 @@ def build_pvc(owner: Owner, storage: StorageSpec) -> dict[str, Any] | None:
         "metadata": metadata,
         "spec": spec,
     }
-
-
-def is_retained_store(pvc: dict[str, Any], owner: Owner) -> bool:
-    """Whether ``pvc`` is a store kept for a ModelService of ``owner``'s name and namespace."""
-    meta = pvc.get("metadata") or {}
-    return (
-        meta.get("name") == pvc_name(owner.name)
-        and meta.get("namespace") == owner.namespace
-        and (meta.get("labels") or {}).get(LABEL_NAME) == owner.name
-        and (meta.get("annotations") or {}).get(ANNOTATION_RETAINED) == "true"
-        and not any(ref.get("controller") for ref in meta.get("ownerReferences") or [])
-    )
-
-
-def owner_patch(pvc: dict[str, Any], owner: Owner, storage: StorageSpec) -> dict[str, Any] | None:
-    """A merge patch that makes an existing store follow ``retainOnDelete``, or None.
-
-    Turning retention on removes this ModelService's ownerReference (and marks the claim);
-    turning it off adds the reference back, so the claim goes with the ModelService.
-    """
-    if storage.existing_claim:
-        return None
-    meta = pvc.get("metadata") or {}
-    refs = meta.get("ownerReferences") or []
-    owned = any(ref.get("uid") == owner.uid for ref in refs)
-    if storage.retain_on_delete and owned:
-        return {
-            "metadata": {
-                "ownerReferences": [r for r in refs if r.get("uid") != owner.uid] or None,
-                "annotations": {ANNOTATION_RETAINED: "true"},
-            }
-        }
-    if not storage.retain_on_delete and not owned and is_retained_store(pvc, owner):
-        return {
-            "metadata": {
-                "ownerReferences": [*refs, owner.reference()],
-                "annotations": {ANNOTATION_RETAINED: None},
-            }
-        }
-    return None
