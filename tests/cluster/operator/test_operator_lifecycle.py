@@ -99,7 +99,13 @@ def big_gpu_node(kube_cluster: KubeCluster) -> Iterator[Any]:
     name = f"gpu-h100-big-{uuid.uuid4().hex[:5]}"
 
     def add() -> None:
-        resources = {"cpu": "96", "memory": "1Ti", "pods": "110", "nvidia.com/gpu": "16"}
+        resources = {
+            "cpu": "96",
+            "memory": "1Ti",
+            "pods": "110",
+            "nvidia.com/gpu": "16",
+            "ephemeral-storage": "200Gi",  # child pods request it
+        }
         node = {
             "apiVersion": "v1",
             "kind": "Node",
