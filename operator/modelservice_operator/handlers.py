@@ -33,7 +33,7 @@ from typing import Any
 
 import kopf
 
-from . import leader, metrics
+from . import leader, metrics, redaction
 from .backoff import BackoffPolicy
 from .cache import CHILD_KINDS, MODELSERVICE_INDEX, IndexSource, index_id, snapshot
 from .kube import ApiError, Kube, connect
@@ -94,6 +94,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: 
         prefix=STORAGE_PREFIX, key="last-handled-configuration"
     )
     settings.posting.level = logging.WARNING
+    redaction.install()
     # One active replica is the Lease's business (leader.py), not kopf peering's.
     settings.peering.standalone = True
     settings.watching.server_timeout = 300
