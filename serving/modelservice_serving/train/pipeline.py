@@ -20,6 +20,7 @@ from . import datasets, report
 from .distribution import Placement
 from .errors import InvalidSettingsError
 from .output import StagedOutput, version_from_dir
+from .scaling import fit_scaling
 
 log = logging.getLogger(__name__)
 
@@ -78,11 +79,17 @@ def split(data: datasets.Dataset, settings: TrainSettings) -> Splits:
 def build_model(
     num_features: int, num_classes: int, settings: TrainSettings, x_train: npt.NDArray[np.float32]
 ) -> Any:
-    """Scaling lives inside the model (a Normalization layer), so clients send raw features."""
+    """Scaling lives inside the model (a Normalization layer), so clients send raw features.
+
+    The layer's mean and variance come from :func:`scaling.fit_scaling`, floored so that a
+    feature constant in training cannot blow a request up (see that module).
+    """
     import keras
 
-    normalizer = keras.layers.Normalization(name="scale")
-    normalizer.adapt(x_train)
+    fitted = fit_scaling(x_train)
+    normalizer = keras.layers.Normalization(
+        mean=fitted.mean, variance=fitted.variance, name="scale"
+    )
     inputs = keras.Input(shape=(num_features,), name=INPUT_NAME)
     x = normalizer(inputs)
     for index, units in enumerate(settings.hidden_units):
