@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any, Literal
+
+from modelservice_serving import contract
 
 __all__ = [
     "JobOutcome",
@@ -69,10 +70,6 @@ def _get(obj: dict[str, Any] | None, *path: str) -> Any:
     return cur
 
 
-# First words of the serving container's termination message when the model cannot load.
-SERVER_FAILURES = ("ModelDownloadFailed: ", "ModelLoadFailed: ")
-
-
 def _pod_stuck(pod: dict[str, Any]) -> Stuck | None:
     name = _get(pod, "metadata", "name") or "?"
     statuses = (_get(pod, "status", "initContainerStatuses") or []) + (
@@ -92,10 +89,9 @@ def _pod_stuck(pod: dict[str, Any]) -> Stuck | None:
             )
         for state in ("state", "lastState"):
             # The server's own one-line verdict beats the kubelet's CrashLoopBackOff.
-            said = (_get(cs, state, "terminated", "message") or "").strip()
-            if said.startswith(SERVER_FAILURES):
-                verdict, _, detail = said.partition(": ")
-                return Stuck(verdict, f"container {container} of pod {name}: {detail}")
+            verdict = contract.parse_server_failure(_get(cs, state, "terminated", "message"))
+            if verdict is not None:
+                return Stuck(verdict[0], f"container {container} of pod {name}: {verdict[1]}")
         reason = waiting.get("reason")
         if reason in PROBLEM_WAITING:
             detail = waiting.get("message") or reason
@@ -133,55 +129,17 @@ def diagnose_pods(pods: list[dict[str, Any]]) -> Stuck | None:
 
 
 def parse_result(message: str | None) -> dict[str, Any] | None:
-    """Parse a training termination message (one JSON object), or None if it is not one."""
-    if not message:
-        return None
-    text = message.strip()
-    try:
-        value = json.loads(text)
-    except ValueError:
-        # FallbackToLogsOnError: the message may be log lines; try the last JSON-looking one.
-        for line in reversed(text.splitlines()):
-            line = line.strip()
-            if line.startswith("{"):
-                try:
-                    value = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(value, dict) and "status" in value:
-                    return value
-        return None
-    return value if isinstance(value, dict) else None
+    """The training result in a termination message (the contract's), as a wire dict."""
+    result = contract.parse_result(message)
+    return result.wire(as_given=True) if result is not None else None
 
 
 def parse_progress(log: str | None) -> Progress | None:
     """Return the last ``{"event": "epoch", ...}`` line of a training log, or None."""
-    if not log:
+    event = contract.parse_epoch(log)
+    if event is None:
         return None
-    for line in reversed(log.splitlines()):
-        line = line.strip()
-        if not line.startswith("{"):
-            continue
-        try:
-            value = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(value, dict) and value.get("event") == "epoch":
-            return Progress(
-                epoch=_int(value.get("epoch")),
-                epochs=_int(value.get("epochs")),
-                loss=_float(value.get("loss")),
-                accuracy=_float(value.get("accuracy")),
-            )
-    return None
-
-
-def _int(value: Any) -> int | None:
-    return int(value) if isinstance(value, int | float) else None
-
-
-def _float(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) else None
+    return Progress(event.epoch, event.epochs, event.loss, event.accuracy)
 
 
 def _termination(pod: dict[str, Any]) -> tuple[str | None, str | None]:

@@ -12,6 +12,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
+from modelservice_serving.contract import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_MAX_BATCH_SIZE,
+    DEFAULT_MAX_LATENCY_MS,
+)
+
 __all__ = [
     "AutoscalingSpec",
     "BatchingSpec",
@@ -109,7 +115,7 @@ class TrainingSpec(PodSpecFields):
     dataset: str = Field(max_length=2048)
     label_column: str | None = Field(None, max_length=253)
     epochs: int = Field(10, ge=1, le=10000)
-    batch_size: int = Field(32, ge=1, le=65536)
+    batch_size: int = Field(DEFAULT_BATCH_SIZE, ge=1, le=65536)
     learning_rate: float = Field(0.001, gt=0, le=10)
     hidden_units: list[int] = Field(default_factory=lambda: [128], min_length=1, max_length=16)
     validation_split: float | None = Field(None, ge=0, lt=1)
@@ -167,8 +173,8 @@ class QualityGateSpec(_Wire):
 class BatchingSpec(_Wire):
     """Server-side dynamic batching."""
 
-    max_batch_size: int = Field(32, ge=1, le=4096)
-    max_latency_ms: int = Field(5, ge=0, le=10000)
+    max_batch_size: int = Field(DEFAULT_MAX_BATCH_SIZE, ge=1, le=4096)
+    max_latency_ms: int = Field(DEFAULT_MAX_LATENCY_MS, ge=0, le=10000)
     max_queue: int | None = Field(None, ge=1, le=1000000)
 
 

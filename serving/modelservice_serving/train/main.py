@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import traceback
 from pathlib import Path
 
-from .. import logs
+from .. import logs, report
+from ..contract import TrainingFailure
 from ..settings import TrainSettings
-from . import report
 from .errors import TrainingError
 
 log = logging.getLogger(__name__)
@@ -29,21 +28,22 @@ def run(settings: TrainSettings) -> int:
         return fail(settings.termination_log, exc.reason, exc.message)
     except Exception as exc:  # a bug or an environment fault: keep the trace in the log
         traceback.print_exc()
-        return fail(settings.termination_log, "InternalError", f"{type(exc).__name__}: {exc}")
-    message = report.succeeded(result.version, result.uri, result.metrics, result.trained_at)
-    report.print_line(report.json_line({"event": "completed", **message}))
-    if place.is_chief:
-        report.write_termination_message(settings.termination_log, message)
+        return fail(
+            settings.termination_log, TrainingFailure.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"
+        )
+    report.succeeded(
+        result.metrics,
+        version_number=result.version,
+        uri=result.uri,
+        trained_at=result.trained_at,
+        path=settings.termination_log,
+    )
     return 0
 
 
 def fail(termination_log: Path, reason: str, message: str) -> int:
     """One clear line on stderr, the same in the termination message, a non-zero exit."""
-    one_line = " ".join(message.split())
-    sys.stderr.write(f"error: {reason}: {one_line}\n")
-    sys.stderr.flush()
-    report.write_termination_message(termination_log, report.failed(reason, one_line))
-    return 1
+    return report.failed(reason, message, path=termination_log)
 
 
 def configure_logging() -> None:
