@@ -153,7 +153,24 @@ def _termination(pod: dict[str, Any]) -> tuple[str | None, str | None]:
 
 
 def _newest(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return sorted(pods, key=lambda p: _get(p, "metadata", "creationTimestamp") or "", reverse=True)
+    """Worker 0 (the one that reports) before the other workers of a multi-worker Job, and
+    newest first among the pods of one worker (retries)."""
+
+    def key(pod: dict[str, Any]) -> tuple[int, str]:
+        index = str((_get(pod, "metadata", "labels") or {}).get(_INDEX_LABEL, "0"))
+        created = _get(pod, "metadata", "creationTimestamp") or ""
+        return -int(index) if index.isdigit() else 0, created
+
+    return sorted(pods, key=key, reverse=True)
+
+
+# The completion index of a pod of an Indexed (multi-worker) Job.
+_INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
+
+
+def _result_status(pod: dict[str, Any]) -> str | None:
+    result = parse_result(_termination(pod)[1])
+    return str(result["status"]) if result else None
 
 
 def diagnose_job(job: dict[str, Any], pods: list[dict[str, Any]]) -> JobOutcome:
@@ -167,6 +184,8 @@ def diagnose_job(job: dict[str, Any], pods: list[dict[str, Any]]) -> JobOutcome:
     ordered = _newest(pods)
     succeeded = true("Complete") or true("SuccessCriteriaMet")
     if succeeded is not None:
+        # Of several workers only the chief writes the result: its pod first.
+        ordered.sort(key=lambda pod: _result_status(pod) != "Succeeded")
         for pod in ordered:
             if _get(pod, "status", "phase") == "Succeeded":
                 _, message = _termination(pod)
@@ -182,6 +201,8 @@ def diagnose_job(job: dict[str, Any], pods: list[dict[str, Any]]) -> JobOutcome:
     if failed is not None:
         reason = failed.get("reason") or "JobFailed"
         message = failed.get("message") or "training Job failed"
+        # The worker that failed with its own reason, before those the Job then stopped.
+        ordered.sort(key=lambda pod: _result_status(pod) != "Failed")
         for pod in ordered:
             term_reason, term_message = _termination(pod)
             if term_reason is None and term_message is None:

@@ -123,6 +123,23 @@ class TrainingSpec(PodSpecFields):
     seed: int | None = Field(None, ge=0)
     backoff_limit: int = Field(2, ge=0, le=100)
     active_deadline_seconds: int | None = Field(None, ge=1)
+    command: list[str] | None = Field(None, min_length=1, max_length=64)
+    args: list[str] | None = Field(None, max_length=256)
+    # None (not 1) by default: an unset field keeps the training hash of older specs.
+    workers: int | None = Field(None, ge=1, le=64)
+
+    @model_validator(mode="after")
+    def _own_code_needs_an_image(self) -> TrainingSpec:
+        if self.command is not None and self.image is None:
+            raise ValueError("spec.training.command needs spec.training.image")
+        if self.args is not None and self.command is None:
+            raise ValueError("spec.training.args needs spec.training.command")
+        return self
+
+    @property
+    def worker_count(self) -> int:
+        """Training processes: ``workers``, 1 when unset."""
+        return self.workers or 1
 
 
 class ModelRef(_Wire):

@@ -26,6 +26,7 @@ from .builders.job import build_job, version_dir
 from .builders.pdb import build_pdb
 from .builders.pvc import build_pvc, store_claim
 from .builders.service import build_service, service_url
+from .builders.workers import build_workers_service
 from .diagnosis import JobOutcome, Stuck, diagnose_job, diagnose_pods, parse_progress
 from .kube import ApiError, Kube
 from .models import (
@@ -227,6 +228,9 @@ async def _reconcile_training(
     job = next((j for j in jobs if j["metadata"]["name"] == jname), None)
     await _stop_superseded(kube, owner, [j for j in jobs if j["metadata"]["name"] != jname])
     if job is None:
+        if training.worker_count > 1:
+            # Before the Job, so that a restart in between never leaves workers without names.
+            await kube.create(build_workers_service(owner, jname))
         version = _max_version(status, jobs) + 1
         manifest = build_job(owner, training, version, ModelVolume(claim, False), settings)
         job, created = await kube.create(manifest)

@@ -21,7 +21,10 @@ __all__ = [
     "DEFAULT_BATCH_SIZE",
     "DEFAULT_MAX_BATCH_SIZE",
     "DEFAULT_MAX_LATENCY_MS",
+    "ENV_BATCH_SIZE",
     "ENV_DATASET",
+    "ENV_EPOCHS",
+    "ENV_LEARNING_RATE",
     "ENV_JOB_COMPLETION_INDEX",
     "ENV_OUTPUT",
     "ENV_TERMINATION_LOG",
@@ -64,6 +67,10 @@ ENV_OUTPUT = "MSO_OUTPUT"  # the version directory to write, e.g. /models/v3
 ENV_VERSION = "MSO_VERSION"  # the version number, e.g. 3
 ENV_TERMINATION_LOG = "MSO_TERMINATION_LOG"  # where the result message goes
 ENV_DATASET = "MSO_DATASET"  # spec.training.dataset, a name or a URI
+# Hyperparameters of spec.training, for code that wants them (the built-in trainer's flags).
+ENV_EPOCHS = "MSO_EPOCHS"
+ENV_BATCH_SIZE = "MSO_BATCH_SIZE"
+ENV_LEARNING_RATE = "MSO_LEARNING_RATE"
 # Multi-worker Jobs: every worker's host:port, comma separated, in index order; the Indexed
 # Job's controller sets the index.
 ENV_WORKER_HOSTS = "MSO_WORKER_HOSTS"

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from modelservice_serving import contract
+from modelservice_serving.contract import WORKER_PORT
+
 from ..models import TrainingSpec
 from ..names import (
     ANNOTATION_TRAINING_HASH,
@@ -23,8 +26,9 @@ from .common import (
     pod_scheduling,
     pod_security_context,
 )
+from .workers import worker_hosts, workers_service_name
 
-__all__ = ["build_job", "training_args", "version_dir"]
+__all__ = ["build_job", "training_args", "training_env", "version_dir"]
 
 DEFAULT_TRAINING_REQUESTS = {"cpu": "1", "memory": "2Gi"}
 
@@ -45,7 +49,7 @@ def training_args(training: TrainingSpec, version: int) -> list[str]:
         "--hidden-units=" + ",".join(str(u) for u in training.hidden_units),
         f"--output={version_dir(version)}",
         f"--version={version}",
-        "--termination-log=/dev/termination-log",
+        f"--termination-log={contract.TERMINATION_LOG}",
     ]
     if training.label_column:
         args.append(f"--label-column={training.label_column}")
@@ -56,6 +60,55 @@ def training_args(training: TrainingSpec, version: int) -> list[str]:
     if training.seed is not None:
         args.append(f"--seed={training.seed}")
     return args
+
+
+def training_env(training: TrainingSpec, version: int, job: str) -> list[dict[str, Any]]:
+    """The environment of every training container, built-in trainer or the user's code.
+
+    With several workers, ``TF_CONFIG`` names them all; the kubelet expands
+    ``$(MSO_WORKER_INDEX)`` (the pod's completion index) when it starts the container, so any
+    code under MultiWorkerMirroredStrategy finds its place without a helper.
+    """
+    env: list[dict[str, Any]] = [
+        {"name": "HOME", "value": "/tmp"},
+        {"name": contract.ENV_OUTPUT, "value": version_dir(version)},
+        {"name": contract.ENV_VERSION, "value": str(version)},
+        {"name": contract.ENV_TERMINATION_LOG, "value": contract.TERMINATION_LOG},
+        {"name": contract.ENV_DATASET, "value": training.dataset},
+        {"name": contract.ENV_EPOCHS, "value": str(training.epochs)},
+        {"name": contract.ENV_BATCH_SIZE, "value": str(training.batch_size)},
+        {"name": contract.ENV_LEARNING_RATE, "value": str(training.learning_rate)},
+    ]
+    if training.worker_count > 1:
+        hosts = worker_hosts(job, training.worker_count)
+        tf_config = (
+            '{"cluster": {"worker": ["' + '", "'.join(hosts) + '"]}, '
+            '"task": {"type": "worker", "index": $(MSO_WORKER_INDEX)}}'
+        )
+        env += [
+            {
+                "name": "MSO_WORKER_INDEX",
+                "valueFrom": {"fieldRef": {"fieldPath": f"metadata.annotations['{INDEX_KEY}']"}},
+            },
+            {"name": contract.ENV_WORKER_HOSTS, "value": ",".join(hosts)},
+            {"name": "TF_CONFIG", "value": tf_config},
+        ]
+    return env
+
+
+# The Job controller's annotation (and label) with the pod's completion index.
+INDEX_KEY = "batch.kubernetes.io/job-completion-index"
+# One failed worker fails the whole Job (and so the version): a collective cannot go on
+# without it. A pod evicted or preempted (DisruptionTarget) is replaced instead.
+POD_FAILURE_POLICY = {
+    "rules": [
+        {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+        {
+            "action": "FailJob",
+            "onExitCodes": {"containerName": "train", "operator": "NotIn", "values": [0]},
+        },
+    ]
+}
 
 
 def build_job(
@@ -74,14 +127,14 @@ def build_job(
         "name": "train",
         "image": training.image or settings.default_image,
         "imagePullPolicy": settings.image_pull_policy,
-        "command": ["python", "-m", "modelservice_serving"],
-        "args": training_args(training, version),
-        "env": container_env(training, [{"name": "HOME", "value": "/tmp"}]),
+        "command": training.command or ["python", "-m", "modelservice_serving"],
+        "args": (training.args or []) if training.command else training_args(training, version),
+        "env": container_env(training, training_env(training, version, name)),
         "resources": container_resources(
             training.resources, training.gpu, settings, DEFAULT_TRAINING_REQUESTS
         ),
         "securityContext": container_security_context(),
-        "terminationMessagePath": "/dev/termination-log",
+        "terminationMessagePath": contract.TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": [store.mount(), {"name": "tmp", "mountPath": "/tmp"}],
     }
@@ -101,6 +154,18 @@ def build_job(
     }
     if training.active_deadline_seconds is not None:
         job_spec["activeDeadlineSeconds"] = training.active_deadline_seconds
+    if training.worker_count > 1:
+        workers = training.worker_count
+        container["ports"] = [
+            {"name": "tf-worker", "containerPort": WORKER_PORT, "protocol": "TCP"}
+        ]
+        pod_spec["subdomain"] = workers_service_name(name)
+        job_spec.update(
+            completionMode="Indexed",
+            completions=workers,
+            parallelism=workers,
+            podFailurePolicy=POD_FAILURE_POLICY,
+        )
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
