@@ -27,9 +27,11 @@ __all__ = [
     "ENV_JOB_COMPLETION_INDEX",
     "ENV_LEARNING_RATE",
     "ENV_OUTPUT",
+    "ENV_POD_IP",
     "ENV_TERMINATION_LOG",
     "ENV_VERSION",
     "ENV_WORKER_HOSTS",
+    "ENV_WORKER_RENDEZVOUS",
     "HTTP_PORT",
     "MAX_MESSAGE_BYTES",
     "SERVER_FAILURE_PREFIXES",
@@ -74,6 +76,10 @@ ENV_LEARNING_RATE = "MSO_LEARNING_RATE"
 # Multi-worker Jobs: every worker's host:port, comma separated, in index order; the Indexed
 # Job's controller sets the index.
 ENV_WORKER_HOSTS = "MSO_WORKER_HOSTS"
+# Where pods cannot resolve those names (no cluster DNS), workers meet through this directory
+# on the shared store, each announcing its pod IP.
+ENV_WORKER_RENDEZVOUS = "MSO_WORKER_RENDEZVOUS"
+ENV_POD_IP = "MSO_POD_IP"
 ENV_JOB_COMPLETION_INDEX = "JOB_COMPLETION_INDEX"
 
 

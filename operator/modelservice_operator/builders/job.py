@@ -92,6 +92,13 @@ def training_env(training: TrainingSpec, version: int, job: str) -> list[dict[st
             },
             {"name": contract.ENV_WORKER_HOSTS, "value": ",".join(hosts)},
             {"name": "TF_CONFIG", "value": tf_config},
+            # Where the pods cannot resolve each other's names (no cluster DNS), the package's
+            # workers.reachable_tf_config meets the peers by IP through the shared store.
+            {"name": contract.ENV_POD_IP, "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+            {
+                "name": contract.ENV_WORKER_RENDEZVOUS,
+                "value": f"{MODELS_MOUNT}/.workers/{job}-v{version}",
+            },
         ]
     return env
 
