@@ -192,6 +192,8 @@ class Failed(_Message):
     status: Literal["Failed"] = "Failed"
     reason: str
     message: str | None = None
+    # OutputExists: the highest version the store holds, so the operator picks a free number.
+    highest_version: int | None = Field(None, alias="highestVersion")
 
 
 TrainingResult = Annotated[Succeeded | Failed, Field(discriminator="status")]

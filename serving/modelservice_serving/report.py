@@ -130,13 +130,21 @@ def succeeded(
     return result
 
 
-def failed(reason: str, message: str, *, path: Path | None = None) -> int:
+def failed(
+    reason: str,
+    message: str,
+    *,
+    path: Path | None = None,
+    highest_version: int | None = None,
+) -> int:
     """Reports failure on stderr and in the termination message; returns the exit code 1.
 
     Every worker reports its own failure: the one that failed is the one the operator shows.
+    ``highest_version``: with ``OutputExists``, the highest version the store holds.
     """
     one_line = " ".join(message.split())
     sys.stderr.write(f"error: {reason}: {one_line}\n")
     sys.stderr.flush()
-    write_result(Failed(reason=reason, message=one_line), path)
+    result = Failed(reason=reason, message=one_line, highestVersion=highest_version)
+    write_result(result, path)
     return 1

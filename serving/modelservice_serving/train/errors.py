@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..contract import TrainingFailure
 
 
@@ -10,9 +12,11 @@ class TrainingError(Exception):
 
     reason: str = TrainingFailure.TRAINING_FAILED
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, **details: Any) -> None:
         # One line: the operator shows it in status conditions.
         super().__init__(" ".join(message.split()))
+        # Extra fields of the termination message the operator acts on (camelCase).
+        self.details = details
 
     @property
     def message(self) -> str:
@@ -44,6 +48,8 @@ class ShapeMismatchError(TrainingError):
 
 
 class OutputExistsError(TrainingError):
+    """The version directory exists; ``highestVersion`` says which numbers are free."""
+
     reason: str = TrainingFailure.OUTPUT_EXISTS
 
 

@@ -6,6 +6,7 @@ import logging
 import os
 import traceback
 from pathlib import Path
+from typing import Any
 
 from .. import logs, report
 from ..contract import TrainingFailure
@@ -25,7 +26,7 @@ def run(settings: TrainSettings) -> int:
         place = distribution.placement()
         result = pipeline.train(settings, place)
     except TrainingError as exc:
-        return fail(settings.termination_log, exc.reason, exc.message)
+        return fail(settings.termination_log, exc.reason, exc.message, exc.details)
     except Exception as exc:  # a bug or an environment fault: keep the trace in the log
         traceback.print_exc()
         return fail(
@@ -41,9 +42,17 @@ def run(settings: TrainSettings) -> int:
     return 0
 
 
-def fail(termination_log: Path, reason: str, message: str) -> int:
+def fail(
+    termination_log: Path, reason: str, message: str, details: dict[str, Any] | None = None
+) -> int:
     """One clear line on stderr, the same in the termination message, a non-zero exit."""
-    return report.failed(reason, message, path=termination_log)
+    highest = (details or {}).get("highestVersion")
+    return report.failed(
+        reason,
+        message,
+        path=termination_log,
+        highest_version=highest if isinstance(highest, int) else None,
+    )
 
 
 def configure_logging() -> None:
