@@ -12,6 +12,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
+from modelservice_serving.contract import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_MAX_BATCH_SIZE,
+    DEFAULT_MAX_LATENCY_MS,
+)
+
 __all__ = [
     "AccessSpec",
     "AuthSpec",
@@ -121,7 +127,7 @@ class TrainingSpec(PodSpecFields):
     dataset_credentials: SecretReference | None = None
     label_column: str | None = Field(None, max_length=253)
     epochs: int = Field(10, ge=1, le=10000)
-    batch_size: int = Field(32, ge=1, le=65536)
+    batch_size: int = Field(DEFAULT_BATCH_SIZE, ge=1, le=65536)
     learning_rate: float = Field(0.001, gt=0, le=10)
     hidden_units: list[int] = Field(default_factory=lambda: [128], min_length=1, max_length=16)
     validation_split: float | None = Field(None, ge=0, lt=1)
@@ -130,6 +136,10 @@ class TrainingSpec(PodSpecFields):
     backoff_limit: int = Field(2, ge=0, le=100)
     active_deadline_seconds: int | None = Field(None, ge=1)
     history_limit: int = Field(3, ge=1, le=100)
+    command: list[str] | None = Field(None, min_length=1, max_length=64)
+    args: list[str] | None = Field(None, max_length=256)
+    # None (not 1) by default: an unset field keeps the training hash of older specs.
+    workers: int | None = Field(None, ge=1, le=64)
 
     def identity(self) -> dict[str, Any]:
         """What makes a model version: the wire form less bookkeeping (``historyLimit``).
@@ -140,6 +150,19 @@ class TrainingSpec(PodSpecFields):
         wire = self.wire()
         wire.pop("historyLimit", None)
         return wire
+
+    @model_validator(mode="after")
+    def _own_code_needs_an_image(self) -> TrainingSpec:
+        if self.command is not None and self.image is None:
+            raise ValueError("spec.training.command needs spec.training.image")
+        if self.args is not None and self.command is None:
+            raise ValueError("spec.training.args needs spec.training.command")
+        return self
+
+    @property
+    def worker_count(self) -> int:
+        """Training processes: ``workers``, 1 when unset."""
+        return self.workers or 1
 
 
 class ModelRef(_Wire):
@@ -191,8 +214,8 @@ class QualityGateSpec(_Wire):
 class BatchingSpec(_Wire):
     """Server-side dynamic batching."""
 
-    max_batch_size: int = Field(32, ge=1, le=4096)
-    max_latency_ms: int = Field(5, ge=0, le=10000)
+    max_batch_size: int = Field(DEFAULT_MAX_BATCH_SIZE, ge=1, le=4096)
+    max_latency_ms: int = Field(DEFAULT_MAX_LATENCY_MS, ge=0, le=10000)
     max_queue: int | None = Field(None, ge=1, le=1000000)
 
 

@@ -21,6 +21,7 @@ from starlette.responses import Response
 from . import __version__, errors, protocol_v1, protocol_v2, routing
 from .access import BearerTokenMiddleware, read_token
 from .batching import DynamicBatcher
+from .contract import ServerFailure, server_failure_line
 from .fetch import ModelDownloadError, fetch_model
 from .metrics import RequestMetricsMiddleware, ServerMetrics
 from .model import ServedModel
@@ -53,10 +54,8 @@ def load_model(settings: ServeSettings) -> ServedModel:
 def _failure_line(exc: Exception) -> str:
     """One line, ``Reason: message``, for the log and the termination message."""
     if isinstance(exc, ModelDownloadError):
-        text = f"ModelDownloadFailed: {exc}"
-    else:
-        text = f"ModelLoadFailed: {type(exc).__name__}: {exc}"
-    return " ".join(text.split())[:2000]
+        return server_failure_line(ServerFailure.MODEL_DOWNLOAD_FAILED, str(exc))
+    return server_failure_line(ServerFailure.MODEL_LOAD_FAILED, f"{type(exc).__name__}: {exc}")
 
 
 def _warm_up_sizes(max_batch_size: int) -> tuple[int, ...]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from modelservice_serving import contract
+from modelservice_serving.contract import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_LATENCY_MS
 from modelservice_serving.redact import redact_url
 
 from ..models import SecretReference, ServingSpec
@@ -40,7 +42,7 @@ __all__ = [
     "owned_spec",
 ]
 
-HTTP_PORT = 8080
+HTTP_PORT = contract.HTTP_PORT
 # /metrics alone (serve --metrics-port): a NetworkPolicy admits scrapers here only.
 METRICS_PORT = 9090
 METRICS_PORT_NAME = "metrics"
@@ -91,8 +93,8 @@ def _server_args(
         f"--model-name={name}",
         f"--port={HTTP_PORT}",
         "--host=0.0.0.0",
-        f"--max-batch-size={batching.max_batch_size if batching else 32}",
-        f"--max-latency-ms={batching.max_latency_ms if batching else 5}",
+        f"--max-batch-size={batching.max_batch_size if batching else DEFAULT_MAX_BATCH_SIZE}",
+        f"--max-latency-ms={batching.max_latency_ms if batching else DEFAULT_MAX_LATENCY_MS}",
         # Drain within the grace period that is left after preStop.
         f"--graceful-timeout-s={max(1, grace - PRE_STOP_SECONDS - 2)}",
         f"--metrics-port={METRICS_PORT}",

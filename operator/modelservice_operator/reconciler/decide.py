@@ -14,6 +14,7 @@ from ..builders.common import ModelVolume, PodDefaults
 from ..builders.job import version_dir
 from ..builders.pvc import build_pvc, store_claim
 from ..builders.service import service_url
+from ..builders.workers import build_workers_service
 from ..diagnosis import Stuck, diagnose_pods
 from ..models import (
     ModelServiceSpec,
@@ -240,6 +241,11 @@ def decide(obs: Observed, settings: Settings, now: str, rejected: Stuck | None =
         trained = decide_training(obs, claim, settings.defaults, store_problem)
         highest = max(highest, trained.highest)
         plan.deletes.extend(trained.deletes)
+        if spec.training.worker_count > 1 and trained.status.job_name and not trained.problem:
+            # The workers' names, before their Job: created once, kept while the Job is.
+            workers = build_workers_service(owner, trained.status.job_name)
+            names, _, _ = plan_children(obs, [Child(workers, mutable=False)], prune=False)
+            plan.writes.extend(names)
         if trained.create is not None:
             plan.writes.append(Write(trained.create, force=False, creates=True))
         if trained.annotate is not None:

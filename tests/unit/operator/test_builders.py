@@ -96,7 +96,9 @@ def test_training_gpu_resources_and_scheduling(owner: Owner, settings: OperatorS
         "sim.modelservice.dev/duration": "2s"
     }
     env = pod["containers"][0]["env"]
-    assert env == [{"name": "HOME", "value": "/home/x"}]
+    # The user's HOME replaces the operator's; the contract's variables stay.
+    assert [e for e in env if e["name"] == "HOME"] == [{"name": "HOME", "value": "/home/x"}]
+    assert env[-1] == {"name": "HOME", "value": "/home/x"}
 
 
 def test_deployment_gpu_probes_security_and_replicas(
