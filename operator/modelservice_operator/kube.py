@@ -51,6 +51,7 @@ KINDS: dict[str, Resource] = {
     "Deployment": Resource("apps/v1", "deployments"),
     "Job": Resource("batch/v1", "jobs"),
     "HorizontalPodAutoscaler": Resource("autoscaling/v2", "horizontalpodautoscalers"),
+    "ScaledObject": Resource("keda.sh/v1alpha1", "scaledobjects"),
     "PodDisruptionBudget": Resource("policy/v1", "poddisruptionbudgets"),
     "ModelService": Resource(f"{GROUP}/{VERSION}", PLURAL),
 }
@@ -126,6 +127,16 @@ class Kube:
                 return None
             raise
         return obj
+
+    async def serves(self, api_version: str, plural: str) -> bool:
+        """Whether the API serves ``plural`` in the group/version (discovery, not RBAC)."""
+        try:
+            found = await self._call("GET", f"/apis/{api_version}", expected=(404, 503))
+        except ApiError as exc:
+            if exc.status in (404, 503):  # 503: an aggregated API that is down
+                return False
+            raise
+        return any(r.get("name") == plural for r in found.get("resources") or [])
 
     async def list_objects(
         self, kind: str, namespace: str, labels: dict[str, str] | None = None

@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import time
+import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -19,12 +20,14 @@ from pydantic import ValidationError
 
 from . import conditions as cond
 from . import metrics
+from .autoscaling import KEDA_API, AutoscalerChoice, Keda, choose_autoscaler
 from .builders.common import ModelVolume, Owner
 from .builders.deployment import build_deployment, owned_spec
 from .builders.hpa import build_hpa
 from .builders.job import build_job, version_dir
 from .builders.pdb import build_pdb
 from .builders.pvc import build_pvc, store_claim
+from .builders.scaledobject import build_scaled_object
 from .builders.service import build_service, service_url
 from .diagnosis import JobOutcome, Stuck, diagnose_job, diagnose_pods, parse_progress
 from .kube import ApiError, Kube
@@ -34,6 +37,7 @@ from .models import (
     ModelServiceStatus,
     ModelStatus,
     ModelVersionRecord,
+    ServingSpec,
     ServingStatus,
     TrainingStatus,
     VersionMetrics,
@@ -541,7 +545,7 @@ async def _reconcile_serving(
         owner.uid,
     )
     await _ensure(kube, build_service(owner), owner.uid)
-    await _ensure(kube, build_hpa(owner, serving), owner.uid)
+    choice = await _ensure_autoscaler(kube, owner, serving, settings)
     pdb = build_pdb(owner, serving)
     if pdb is not None:
         await _ensure(kube, pdb, owner.uid)
@@ -583,8 +587,58 @@ async def _reconcile_serving(
         ready_replicas=ready,
         ready=f"{ready}/{replicas}",
         url=service_url(owner, settings.cluster_domain),
+        autoscaler=choice.status(owner.name),
     )
     return obs, sstatus
+
+
+# Per API client: (monotonic time of the check, whether scaledobjects.keda.sh is served).
+_keda_seen: weakref.WeakKeyDictionary[Any, tuple[float, bool]] = weakref.WeakKeyDictionary()
+
+
+async def _keda(kube: Kube, settings: OperatorSettings) -> Keda:
+    """What the operator may do with KEDA now: API discovery, reused for a short while."""
+    if settings.keda == "off":
+        return Keda.DISABLED
+    now = time.monotonic()
+    seen = _keda_seen.get(kube)
+    if seen is None or now - seen[0] >= settings.keda_check_interval_s:
+        seen = (now, await kube.serves(*KEDA_API))
+        _keda_seen[kube] = seen
+    return Keda.SERVED if seen[1] else Keda.ABSENT
+
+
+async def _delete_owned(kube: Kube, kind: str, owner: Owner) -> None:
+    name = predictor_name(owner.name)
+    existing = await kube.get(kind, owner.namespace, name)
+    if existing is not None and _owned_by(existing, owner.uid):
+        log.info("deleting %s %s: the other autoscaler drives the predictor", kind, name)
+        await kube.delete(kind, owner.namespace, name)
+
+
+async def _ensure_autoscaler(
+    kube: Kube, owner: Owner, serving: ServingSpec, settings: OperatorSettings
+) -> AutoscalerChoice:
+    """Make the chosen autoscaler and remove the other one: two would fight over replicas."""
+    keda = await _keda(kube, settings)
+    choice = choose_autoscaler(serving, keda)
+    if choice.kind == "ScaledObject":
+        try:
+            await _ensure(
+                kube, build_scaled_object(owner, serving, settings.cluster_domain), owner.uid
+            )
+        except ApiError as exc:
+            if exc.status != 403:
+                raise
+            keda = Keda.FORBIDDEN
+            choice = choose_autoscaler(serving, keda)
+        else:
+            await _delete_owned(kube, "HorizontalPodAutoscaler", owner)
+            return choice
+    await _ensure(kube, build_hpa(owner, serving), owner.uid)
+    if keda is Keda.SERVED:  # e.g. the metric changed to cpu: the ScaledObject goes
+        await _delete_owned(kube, "ScaledObject", owner)
+    return choice
 
 
 def _rejected(exc: ApiError) -> Stuck:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -46,6 +47,15 @@ class OperatorSettings(BaseSettings):
     # on one host), where a fixed port would collide; the chart and kustomize turn it on.
     metrics_port: int = Field(
         0, ge=0, le=65535, description="Port of the Prometheus /metrics endpoint; 0 is off."
+    )
+
+    keda: Literal["auto", "off"] = Field(
+        "auto",
+        description="auto: use KEDA ScaledObjects when scaledobjects.keda.sh is served (needs "
+        "their RBAC); off: always the HorizontalPodAutoscaler.",
+    )
+    keda_check_interval_s: float = Field(
+        30.0, ge=0, description="Seconds a KEDA API discovery result is reused."
     )
 
     @property

@@ -17,6 +17,9 @@ class FakeKube:
         self.events: list[tuple[str, str, str]] = []
         self.writes: list[tuple[str, str, str]] = []
         self.logs: dict[str, str] = {}
+        # APIs discovery reports as served, as (group/version, plural); kinds RBAC refuses.
+        self.served: set[tuple[str, str]] = set()
+        self.forbidden: set[str] = set()
         self._uid = itertools.count(1)
 
     def put(self, obj: dict[str, Any]) -> dict[str, Any]:
@@ -50,8 +53,13 @@ class FakeKube:
                 out.append(copy.deepcopy(obj))
         return out
 
+    async def serves(self, api_version: str, plural: str) -> bool:
+        return (api_version, plural) in self.served
+
     async def create(self, manifest: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         meta = manifest["metadata"]
+        if manifest["kind"] in self.forbidden:
+            raise ApiError(403, f"{manifest['kind']} is forbidden")
         key = (manifest["kind"], meta["namespace"], meta["name"])
         if key in self.objects:
             return copy.deepcopy(self.objects[key]), False
