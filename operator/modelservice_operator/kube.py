@@ -149,6 +149,13 @@ class Kube:
         items: list[dict[str, Any]] = result.get("items") or []
         return items
 
+    async def list_events(self, namespace: str, reason: str) -> list[dict[str, Any]]:
+        """Return the core/v1 Events about Pods in ``namespace`` with this ``reason``."""
+        query = [("fieldSelector", f"involvedObject.kind=Pod,reason={reason}")]
+        result = await self._call("GET", KINDS["Event"].path(namespace), query=query)
+        items: list[dict[str, Any]] = result.get("items") or []
+        return items
+
     async def create(self, manifest: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         """Create ``manifest``; on 409 AlreadyExists return the existing object.
 

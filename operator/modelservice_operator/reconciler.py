@@ -53,6 +53,7 @@ from .names import (
     predictor_selector,
     training_hash,
 )
+from .provisioning import diagnose_scale_up
 from .settings import OperatorSettings
 
 __all__ = ["merge_patch_diff", "reconcile"]
@@ -61,7 +62,15 @@ log = logging.getLogger(__name__)
 
 _locks: dict[str, asyncio.Lock] = {}
 # Ready reasons that are progress, not trouble (posted as Normal events).
-_NORMAL_REASONS = {"Serving", "Training", "RollingOut", "Creating", "JobPending", "Pending"}
+_NORMAL_REASONS = {
+    "Serving",
+    "Training",
+    "RollingOut",
+    "Creating",
+    "JobPending",
+    "Pending",
+    "ScalingUp",
+}
 SUPPORTED_SCHEMES = ("pvc", "http", "https")
 # Downloaded by the server itself (``serve --model-uri``) into an emptyDir cache.
 ARCHIVE_SCHEMES = ("http", "https")
@@ -573,6 +582,15 @@ async def _reconcile_serving(
     if not rolled_out or ready < replicas:
         pods = await kube.list_objects("Pod", owner.namespace, predictor_selector(owner.name))
         stuck = diagnose_pods(pods)
+        if stuck is not None and stuck.reason == "Unschedulable":
+            # A node autoscaler (Karpenter) may already be adding nodes for these pods.
+            events = [
+                event
+                for reason in ("Nominated", "FailedScheduling")
+                for event in await kube.list_events(owner.namespace, reason)
+            ]
+            product = serving.gpu.product if serving.gpu is not None else None
+            stuck = diagnose_scale_up(pods, events, stuck, serving.uses_gpu, product)
     obs = cond.ServingObservation(
         version=served,
         replicas=replicas,

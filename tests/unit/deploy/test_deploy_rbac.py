@@ -26,6 +26,7 @@ REVIEWED_NAMESPACED: dict[Permission, str] = {
     ("modelservice.dev", "modelservices/status", "patch"): "reconciler._write_status",
     ("modelservice.dev", "modelservices/finalizers", "update"): "blockOwnerDeletion owner refs",
     ("", "events", "create"): "kopf handler events, kube.Kube.event",
+    ("", "events", "list"): "kube.Kube.list_events: Karpenter's word on pending pods",
     ("batch", "jobs", "get"): "kube.Kube.create on AlreadyExists",
     ("batch", "jobs", "list"): "reconciler._reconcile_training finds versions; kopf watch",
     ("batch", "jobs", "watch"): "handlers.on_child_event",

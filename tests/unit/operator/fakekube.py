@@ -56,6 +56,16 @@ class FakeKube:
     async def serves(self, api_version: str, plural: str) -> bool:
         return (api_version, plural) in self.served
 
+    async def list_events(self, namespace: str, reason: str) -> list[dict[str, Any]]:
+        return [
+            copy.deepcopy(o)
+            for (k, ns, _), o in self.objects.items()
+            if k == "Event"
+            and ns == namespace
+            and o.get("reason") == reason
+            and (o.get("involvedObject") or {}).get("kind") == "Pod"
+        ]
+
     async def create(self, manifest: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         meta = manifest["metadata"]
         if manifest["kind"] in self.forbidden:

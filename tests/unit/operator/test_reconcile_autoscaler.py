@@ -126,3 +126,52 @@ async def test_hpa_not_ours_is_left_alone(kube: FakeKube) -> None:
     )
     await run(kube)
     assert len(kube.of("HorizontalPodAutoscaler")) == 1  # a user's object: never deleted
+
+
+async def test_pending_pods_with_nodeclaims_say_scaling_up(kube: FakeKube) -> None:
+    await run(kube)
+    d = kube.objects[("Deployment", NS, "digits-predictor")]
+    d["spec"]["replicas"] = 3  # the autoscaler asked for more
+    d["status"] = {
+        "observedGeneration": d["metadata"]["generation"],
+        "replicas": 3,
+        "updatedReplicas": 3,
+        "readyReplicas": 1,
+        "availableReplicas": 1,
+    }
+    labels = d["spec"]["template"]["metadata"]["labels"]
+    for i, scheduled in enumerate((True, False, False)):
+        kube.put(
+            {
+                "kind": "Pod",
+                "metadata": {"name": f"p-{i}", "namespace": NS, "labels": labels},
+                "status": {
+                    "conditions": [
+                        {"type": "PodScheduled", "status": "True"}
+                        if scheduled
+                        else {
+                            "type": "PodScheduled",
+                            "status": "False",
+                            "reason": "Unschedulable",
+                            "message": "0/5 nodes are available: 5 Insufficient nvidia.com/gpu.",
+                        }
+                    ]
+                },
+            }
+        )
+    for i in (1, 2):
+        kube.put(
+            {
+                "kind": "Event",
+                "metadata": {"name": f"e-{i}", "namespace": NS},
+                "involvedObject": {"kind": "Pod", "name": f"p-{i}"},
+                "reason": "Nominated",
+                "message": f"Pod should schedule on: nodeclaim/gpu-h100-{i}",
+            }
+        )
+    ms = await run(kube)
+    ready = next(c for c in ms["status"]["conditions"] if c["type"] == "Ready")
+    assert ms["status"]["phase"] == "Ready"
+    assert (ready["status"], ready["reason"]) == ("True", "ScalingUp")
+    assert "waiting for 2 GPU nodes (NodeClaims gpu-h100-1, gpu-h100-2)" in ready["message"]
+    assert ("Normal", "ScalingUp") in [(t, r) for t, r, _ in kube.events]
