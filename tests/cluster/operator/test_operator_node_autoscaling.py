@@ -1,0 +1,129 @@
+"""GPU nodes on demand: Karpenter (kwok provider) adds simulated GPU nodes for predictor
+replicas that do not fit, the status says what it waits for, and empty nodes go again.
+
+Needs the autoscalers ``make cluster`` starts (``MSO_AUTOSCALERS=0`` opts out, and says so).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opharness import MS, OperatorProcess, apply, sample_manifest
+
+from kubeharness import KubeCluster, wait_for
+
+H100 = "NVIDIA-H100-80GB-HBM3"
+
+
+@pytest.fixture(scope="module")
+def karpenter(kube_cluster: KubeCluster) -> KubeCluster:
+    """Karpenter runs in this cluster; its absence is an error, not a skip, unless opted out."""
+    if os.environ.get("MSO_AUTOSCALERS", "1") == "0":
+        pytest.skip("MSO_AUTOSCALERS=0: the cluster runs without Karpenter, by request")
+    state_file = Path(kube_cluster.kubeconfig).parent / "state.json"
+    state: dict[str, Any] = json.loads(state_file.read_text()) if state_file.is_file() else {}
+    assert "autoscalers" in state, "Karpenter is not running: " + str(
+        state.get("autoscalers_unavailable") or "the cluster was started without it"
+    )
+    return kube_cluster
+
+
+def karpenter_claims(cluster: KubeCluster, nodepool: str = "gpu-h100") -> list[str]:
+    items = cluster.get("nodeclaims", "-l", f"karpenter.sh/nodepool={nodepool}")["items"]
+    return sorted(
+        i["metadata"]["name"] for i in items if not i["metadata"].get("deletionTimestamp")
+    )
+
+
+def whole_node_predictor(replicas: int, product: str = H100) -> dict[str, Any]:
+    """A predictor whose every replica takes a whole 8-GPU node."""
+    manifest = sample_manifest(accuracy=0.97)
+    manifest["spec"]["serving"].update(
+        {"minReplicas": replicas, "maxReplicas": replicas, "gpu": {"count": 8, "product": product}}
+    )
+    return manifest
+
+
+def ready_condition(ms: MS) -> dict[str, Any]:
+    return ms.condition("Ready")
+
+
+def test_replicas_beyond_the_gpu_nodes_get_nodeclaims_then_consolidate(
+    karpenter: KubeCluster, operator: OperatorProcess, namespace: str
+) -> None:
+    before = karpenter_claims(karpenter)
+    # The static H100 node takes one such replica; two more need two new nodes.
+    ms = apply(operator.cluster, whole_node_predictor(3), namespace)
+    started = time.monotonic()
+    waiting = ms.wait(
+        "Ready reason ScalingUp",
+        lambda s: next(
+            (
+                c
+                for c in s.get("conditions") or []
+                if c["type"] == "Ready" and c["reason"] == "ScalingUp"
+            ),
+            None,
+        ),
+        timeout=180,
+    )
+    assert "GPU node" in waiting["message"]
+    assert "(NodeClaims " in waiting["message"]
+    assert H100 in waiting["message"]
+    assert ms.status()["phase"] != "Failed"
+    status = ms.wait_phase("Ready", timeout=180)
+    took = time.monotonic() - started
+    assert status["serving"]["readyReplicas"] == 3
+    ready = ready_condition(ms)
+    assert (ready["status"], ready["reason"]) == ("True", "Serving")
+    claims = karpenter_claims(karpenter)
+    new = [c for c in claims if c not in before]
+    assert len(new) == 2, claims
+    nodes = karpenter.get("nodes", "-l", "karpenter.sh/nodepool=gpu-h100")["items"]
+    for node in nodes:
+        assert node["metadata"]["labels"]["nvidia.com/gpu.product"] == H100
+        assert {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"} in (
+            node["spec"].get("taints") or []
+        )
+    print(f"3 whole-node replicas Ready in {took:.1f}s with NodeClaims {new}")
+
+    # One replica is enough again: Karpenter consolidates the empty nodes away.
+    apply(operator.cluster, whole_node_predictor(1), namespace)
+    started = time.monotonic()
+    wait_for(
+        "Karpenter to remove the emptied GPU nodes",
+        lambda: len(karpenter_claims(karpenter)) <= len(before) + 1,
+        timeout=180,
+    )
+    print(f"emptied nodes consolidated in {time.monotonic() - started:.1f}s")
+    assert ms.wait_phase("Ready", timeout=60)["serving"]["readyReplicas"] == 1
+
+
+def test_gpu_ask_no_nodepool_can_satisfy_waits_with_both_reasons(
+    karpenter: KubeCluster, operator: OperatorProcess, namespace: str
+) -> None:
+    ms = apply(operator.cluster, whole_node_predictor(1, product="NVIDIA-B200"), namespace)
+    ready = ms.wait(
+        "Karpenter's reason in Ready",
+        lambda s: next(
+            (
+                c
+                for c in s.get("conditions") or []
+                if c["type"] == "Ready" and "Karpenter: " in c["message"]
+            ),
+            None,
+        ),
+        timeout=120,
+    )
+    assert ready["reason"] == "Unschedulable"
+    assert "nodes are available" in ready["message"]  # the scheduler's words
+    time.sleep(10)
+    status = ms.status()
+    assert status["phase"] == "Deploying"  # waiting, never Failed
+    claims = karpenter.get("nodeclaims", "-l", "nvidia.com/gpu.product=NVIDIA-B200")["items"]
+    assert claims == []  # nothing launched that could never take the pod
