@@ -20,6 +20,7 @@ import base64
 import json
 import os
 import subprocess
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
@@ -320,6 +321,22 @@ def start(
         check=True,
         capture_output=True,
     )
+    # Nothing in the kwok provider marks its NodeClass Ready (a real provider's controller
+    # would), and NodePools of a NodeClass not Ready launch nothing.
+    ready = {
+        "type": "Ready",
+        "status": "True",
+        "reason": "Ready",
+        "message": "",
+        "observedGeneration": 1,
+        "lastTransitionTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    subprocess.run(
+        [*kubectl, "patch", "kwoknodeclass", "default", "--subresource=status",
+         "--type=merge", "-p", json.dumps({"status": {"conditions": [ready]}})],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
     pids["karpenter"] = spawn(
         "karpenter",
         [
