@@ -214,6 +214,7 @@ def karpenter_objects(nodes: Sequence[GPUNode]) -> str:
                     "disruption": {
                         "consolidationPolicy": "WhenEmptyOrUnderutilized",
                         "consolidateAfter": "5s",
+                        "budgets": [{"nodes": "100%"}],
                     },
                     "limits": {str(node.gpu_resource): str(node.gpu_count * 4)},
                 },
