@@ -10,9 +10,9 @@ from .test_deploy_rbac import REVIEWED_NAMESPACED, Permission, permissions
 
 # Added to the manager role with KEDA; why each one is needed:
 REVIEWED_KEDA: dict[Permission, str] = {
-    ("keda.sh", "scaledobjects", "get"): "_ensure (create on AlreadyExists), before deleting",
-    ("keda.sh", "scaledobjects", "create"): "reconciler._ensure_autoscaler",
-    ("keda.sh", "scaledobjects", "patch"): "_ensure on drift",
+    ("keda.sh", "scaledobjects", "list"): "reconciler.observe: the predictor's ScaledObject",
+    ("keda.sh", "scaledobjects", "create"): "kube.Kube.apply when it creates",
+    ("keda.sh", "scaledobjects", "patch"): "kube.Kube.apply (server-side apply)",
     ("keda.sh", "scaledobjects", "delete"): "metric changed to cpu: the HPA takes over",
     ("autoscaling", "horizontalpodautoscalers", "delete"): "KEDA took over from the HPA",
 }

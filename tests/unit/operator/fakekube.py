@@ -17,6 +17,7 @@ class FakeKube:
         self.events: list[tuple[str, str, str]] = []
         self.writes: list[tuple[str, str, str]] = []
         self.logs: dict[str, str] = {}
+        self.applies: list[tuple[str, str, str, bool]] = []
         # APIs discovery reports as served, as (group/version, plural); kinds RBAC refuses.
         self.served: set[tuple[str, str]] = set()
         self.forbidden: set[str] = set()
@@ -28,6 +29,8 @@ class FakeKube:
         meta.setdefault("uid", f"uid-{next(self._uid)}")
         meta.setdefault("generation", 1)
         meta.setdefault("creationTimestamp", "2026-11-28T12:00:00Z")
+        if obj["kind"] == "Deployment":
+            obj["spec"].setdefault("replicas", 1)  # the API's default
         self.objects[(obj["kind"], meta["namespace"], meta["name"])] = obj
         return obj
 
@@ -38,20 +41,6 @@ class FakeKube:
     async def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         obj = self.objects.get((kind, namespace, name))
         return copy.deepcopy(obj) if obj is not None else None
-
-    async def list_objects(
-        self, kind: str, namespace: str, labels: dict[str, str] | None = None
-    ) -> list[dict[str, Any]]:
-        out = []
-        for (k, ns, _), obj in self.objects.items():
-            have = obj["metadata"].get("labels") or {}
-            if (
-                k == kind
-                and ns == namespace
-                and all(have.get(a) == b for a, b in (labels or {}).items())
-            ):
-                out.append(copy.deepcopy(obj))
-        return out
 
     async def serves(self, api_version: str, plural: str) -> bool:
         return (api_version, plural) in self.served
@@ -66,15 +55,49 @@ class FakeKube:
             and (o.get("involvedObject") or {}).get("kind") == "Pod"
         ]
 
+    async def list_objects(
+        self, kind: str, namespace: str, labels: dict[str, str] | None = None
+    ) -> list[dict[str, Any]]:
+        if kind in self.forbidden:
+            raise ApiError(403, f"{kind} is forbidden")
+        out = []
+        for (k, ns, _), obj in self.objects.items():
+            have = obj["metadata"].get("labels") or {}
+            if (
+                k == kind
+                and ns == namespace
+                and all(have.get(a) == b for a, b in (labels or {}).items())
+            ):
+                out.append(copy.deepcopy(obj))
+        return out
+
     async def create(self, manifest: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         meta = manifest["metadata"]
-        if manifest["kind"] in self.forbidden:
-            raise ApiError(403, f"{manifest['kind']} is forbidden")
         key = (manifest["kind"], meta["namespace"], meta["name"])
         if key in self.objects:
             return copy.deepcopy(self.objects[key]), False
         self.writes.append(("create", manifest["kind"], meta["name"]))
         return copy.deepcopy(self.put(copy.deepcopy(manifest))), True
+
+    async def apply(
+        self, manifest: dict[str, Any], *, force: bool, manager: str = "modelservice-operator"
+    ) -> dict[str, Any]:
+        """Server-side apply, simplified: create, or merge the applied fields in."""
+        meta = manifest["metadata"]
+        key = (manifest["kind"], meta["namespace"], meta["name"])
+        self.writes.append(("apply", manifest["kind"], meta["name"]))
+        self.applies.append((manifest["kind"], meta["name"], manager, force))
+        if key not in self.objects:
+            return copy.deepcopy(self.put(copy.deepcopy(manifest)))
+        obj = self.objects[key]
+        spec_before = copy.deepcopy(obj.get("spec"))
+        _merge(obj, {k: v for k, v in manifest.items() if k in ("metadata", "spec")})
+        for field in ("spec",):  # applied lists and nested objects replace ours wholesale
+            for name, value in (manifest.get(field) or {}).items():
+                obj[field][name] = copy.deepcopy(value)
+        if obj.get("spec") != spec_before:
+            obj["metadata"]["generation"] += 1
+        return copy.deepcopy(obj)
 
     async def json_patch(
         self, kind: str, namespace: str, name: str, ops: list[dict[str, Any]]

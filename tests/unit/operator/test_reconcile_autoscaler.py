@@ -37,6 +37,9 @@ def kube() -> FakeKube:
 
 
 async def run(kube: FakeKube, settings: OperatorSettings = SETTINGS) -> dict[str, Any]:
+    """Two reconciles: the first creates the predictor, the second observes it."""
+    body = kube.objects[("ModelService", NS, "digits")]
+    await reconcile(kube, copy.deepcopy(body), settings)  # type: ignore[arg-type]
     body = kube.objects[("ModelService", NS, "digits")]
     await reconcile(kube, copy.deepcopy(body), settings)  # type: ignore[arg-type]
     return kube.objects[("ModelService", NS, "digits")]
