@@ -21,6 +21,7 @@ import json
 import os
 import subprocess
 import time
+import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
@@ -34,12 +35,18 @@ GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"
 class GPUNode(Protocol):
     """What a NodePool needs of a simulated GPU node (localcluster.SimulatedNode)."""
 
-    name: str
-    cpu: str
-    memory: str
-    gpu_resource: str | None
-    gpu_count: int
-    gpu_product: str | None
+    @property
+    def name(self) -> str: ...
+    @property
+    def cpu(self) -> str: ...
+    @property
+    def memory(self) -> str: ...
+    @property
+    def gpu_resource(self) -> str | None: ...
+    @property
+    def gpu_count(self) -> int: ...
+    @property
+    def gpu_product(self) -> str | None: ...
 
 
 def wanted() -> bool:
@@ -47,9 +54,15 @@ def wanted() -> bool:
     return os.environ.get("MSO_AUTOSCALERS", "1").lower() not in ("0", "false", "no")
 
 
-def built(bins: Path) -> bool:
-    """Whether build-binaries.sh --autoscalers left every binary here."""
-    return all((bins / name).is_file() for name in ("keda", "keda-adapter", "karpenter-kwok"))
+PARTS: dict[str, tuple[str, ...]] = {
+    "keda": ("keda", "keda-adapter"),
+    "karpenter": ("karpenter-kwok",),
+}
+
+
+def built(bins: Path, part: str) -> bool:
+    """Whether build-binaries.sh --autoscalers left ``part``'s binaries here."""
+    return all((bins / name).is_file() for name in PARTS[part])
 
 
 def sign_keda_cert(pki: Path, ip: str, sign: Callable[[Path, str, str, str], None]) -> Path:
@@ -223,34 +236,16 @@ def karpenter_objects(nodes: Sequence[GPUNode]) -> str:
     return json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
 
 
-def crd_files(bins: Path) -> list[Path]:
-    """KEDA's and Karpenter's CRDs, copied next to the binaries by the build."""
+def crd_files(bins: Path, part: str) -> list[Path]:
+    """KEDA's or Karpenter's CRDs, copied next to the binaries by the build."""
     root = bins.parent
-    keda = sorted((root / "keda-config" / "crd" / "bases").glob("*.yaml"))
-    karpenter = sorted((root / "karpenter-crds").glob("*.yaml"))
-    return [*keda, *karpenter]
+    if part == "keda":
+        return sorted((root / "keda-config" / "crd" / "bases").glob("*.yaml"))
+    return sorted((root / "karpenter-crds").glob("*.yaml"))
 
 
-def start(
-    state_dir: Path,
-    bins: Path,
-    ip: str,
-    ports: dict[str, int],
-    pids: dict[str, int],
-    kubectl: list[str],
-    nodes: Sequence[GPUNode],
-    spawn: Callable[[str, list[str], Path], int],
-    wait: Callable[[str, Callable[[], object], float], None],
-    sign: Callable[[Path, str, str, str], None],
-) -> None:
-    """Install the CRDs, start KEDA and Karpenter, and wait until both serve.
-
-    ``pids`` is filled in place, so a start that fails halfway still lets ``down`` stop
-    what runs.
-    """
-    logs, pki = state_dir / "logs", state_dir / "pki"
-    admin = state_dir / "kubeconfig"
-    for crd in crd_files(bins):
+def _apply_crds(kubectl: list[str], files: list[Path]) -> None:
+    for crd in files:
         subprocess.run(
             [*kubectl, "apply", "--server-side", "-f", str(crd)],
             check=True,
@@ -261,6 +256,27 @@ def start(
         check=True,
         capture_output=True,
     )
+
+
+def start_keda(
+    state_dir: Path,
+    bins: Path,
+    ip: str,
+    ports: dict[str, int],
+    pids: dict[str, int],
+    kubectl: list[str],
+    spawn: Callable[[str, list[str], Path], int],
+    wait: Callable[[str, Callable[[], object], float], None],
+    sign: Callable[[Path, str, str, str], None],
+) -> None:
+    """Install KEDA's CRDs, start its operator and metrics API server, wait for the API.
+
+    ``pids`` is filled in place, so a start that fails halfway still lets ``down`` stop
+    what runs.
+    """
+    logs, pki = state_dir / "logs", state_dir / "pki"
+    admin = state_dir / "kubeconfig"
+    _apply_crds(kubectl, crd_files(bins, "keda"))
     certs = sign_keda_cert(pki, ip, sign)
     env_prefix = [
         "env",
@@ -313,6 +329,31 @@ def start(
         ],
         logs,
     )
+    wait(
+        "external.metrics.k8s.io (KEDA's metrics API server) Available",
+        lambda: subprocess.run(
+            [*kubectl, "wait", "--for=condition=Available", EXTERNAL_METRICS_API, "--timeout=5s"],
+            capture_output=True,
+            check=True,
+        ),
+        180.0,
+    )
+
+
+def start_karpenter(
+    state_dir: Path,
+    bins: Path,
+    ports: dict[str, int],
+    pids: dict[str, int],
+    kubectl: list[str],
+    nodes: Sequence[GPUNode],
+    spawn: Callable[[str, list[str], Path], int],
+    wait: Callable[[str, Callable[[], object], float], None],
+) -> None:
+    """Install Karpenter's CRDs, NodeClass and NodePools, and start it."""
+    logs = state_dir / "logs"
+    admin = state_dir / "kubeconfig"
+    _apply_crds(kubectl, crd_files(bins, "karpenter"))
     types_file = state_dir / "karpenter-instance-types.json"
     types_file.write_text(json.dumps(instance_types(nodes), indent=2))
     subprocess.run(
@@ -355,15 +396,13 @@ def start(
         ],
         logs,
     )
-    wait(
-        "external.metrics.k8s.io (KEDA's metrics API server) Available",
-        lambda: subprocess.run(
-            [*kubectl, "wait", "--for=condition=Available", EXTERNAL_METRICS_API, "--timeout=5s"],
-            capture_output=True,
-            check=True,
-        ),
-        180.0,
-    )
+
+    def healthy() -> bool:
+        url = f"http://127.0.0.1:{ports['karpenter_health']}/healthz"
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+
+    wait("Karpenter healthy", healthy, 120.0)
 
 
 PORT_NAMES = (

@@ -11,6 +11,7 @@ never fight; the real node is one per machine and goes to the first cluster.
 
 Commands:
     up        start the cluster, or reuse a healthy running one (idempotent)
+    autoscalers  start KEDA and Karpenter (those built) in the running cluster
     down      stop every process ``up`` started and remove ``.cluster/``
     nodes     show the nodes with their GPU capacity
     status    exit 0 when the cluster is healthy
@@ -657,41 +658,60 @@ def start_real_node(
 
 
 def start_autoscalers(bins: Path) -> None:
-    """Start KEDA and Karpenter; if they fail, stop them and carry on without them."""
+    """Start KEDA and Karpenter where built and not running; one that fails is stopped and
+    reported, and the cluster carries on without it."""
     state = load_state()
     assert state is not None
-    started = time.monotonic()
-    pids: dict[str, int] = {}
-    record: dict[str, object] = {"pids": pids}
-    state["autoscalers"] = record
+    record = state.setdefault("autoscalers", {"pids": {}})
+    assert isinstance(record, dict)
+    pids: dict[str, int] = record.setdefault("pids", {})
+    ports: dict[str, int] = record.setdefault("ports", {})
+    for name in autoscalers.PORT_NAMES:
+        ports.setdefault(name, free_port())
+    unavailable: dict[str, str] = {}
 
     def save() -> None:
+        if unavailable:
+            state["autoscalers_unavailable"] = "; ".join(
+                f"{k}: {v}" for k, v in unavailable.items()
+            )
+        else:
+            state.pop("autoscalers_unavailable", None)
         (STATE_DIR / "state.json").write_text(json.dumps(state, indent=2))
 
-    save()
     node = state.get("real_node")
     ip = str(node["ip"]) if isinstance(node, dict) else realnode.host_ip()
     kubectl = [str(bins / "kubectl"), "--kubeconfig", str(STATE_DIR / "kubeconfig")]
-    try:
-        if not autoscalers.built(bins):
-            raise RuntimeError(f"binaries missing in {bins} (build-binaries.sh --autoscalers)")
-        if ip is None:
-            raise RuntimeError("no non-loopback address for KEDA's metrics API server")
-        ports = {name: free_port() for name in autoscalers.PORT_NAMES}
-        record["ports"] = ports
-        autoscalers.start(STATE_DIR, bins, ip, ports, pids, kubectl, NODES, start, wait_until, sign)
-    except (SystemExit, Exception) as error:
-        reason = f"they failed to start ({error}); logs in {STATE_DIR / 'logs'}"
-        log(f"no KEDA/Karpenter: {reason}")
-        for name, pid in reversed(list(pids.items())):
-            stop(name, pid)
-        del state["autoscalers"]
-        state["autoscalers_unavailable"] = reason
+    for part in autoscalers.PARTS:
+        names = {"keda": ("keda", "keda-adapter"), "karpenter": ("karpenter",)}[part]
+        if all(n in pids and alive(int(pids[n])) for n in names):
+            continue
+        started = time.monotonic()
+        try:
+            if not autoscalers.built(bins, part):
+                raise RuntimeError(f"not built in {bins} (build-binaries.sh --autoscalers)")
+            if part == "keda":
+                if ip is None:
+                    raise RuntimeError("no non-loopback address for KEDA's metrics API server")
+                autoscalers.start_keda(
+                    STATE_DIR, bins, ip, ports, pids, kubectl, start, wait_until, sign
+                )
+            else:
+                autoscalers.start_karpenter(
+                    STATE_DIR, bins, ports, pids, kubectl, NODES, start, wait_until
+                )
+        except (SystemExit, Exception) as error:
+            unavailable[part] = f"it failed to start ({error}); logs in {STATE_DIR / 'logs'}"
+            log(f"no {part}: {unavailable[part]}")
+            for name in names:
+                if name in pids:
+                    stop(name, int(pids.pop(name)))
+            save()
+            continue
+        record[f"{part}_ready_s"] = round(time.monotonic() - started, 1)
+        log(f"{part} ready in {record[f'{part}_ready_s']}s")
         save()
-        return
-    record["ready_s"] = round(time.monotonic() - started, 1)
     save()
-    log(f"KEDA and Karpenter ready in {record['ready_s']}s")
 
 
 def write_kwok_config(module_stages: Path, target: Path) -> None:
@@ -809,7 +829,9 @@ def nodes() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("command", choices=["up", "down", "nodes", "status", "load-image"])
+    parser.add_argument(
+        "command", choices=["up", "down", "nodes", "status", "load-image", "autoscalers"]
+    )
     parser.add_argument("images", nargs="*", help="for load-image: Docker image names")
     parsed = parser.parse_args()
     command = parsed.command
@@ -821,6 +843,12 @@ def main() -> None:
             realnode.load_image(image)
     elif command == "up":
         up()
+    elif command == "autoscalers":
+        # Add KEDA and Karpenter (as built, no build) to the running cluster.
+        state = load_state()
+        if not state or state.get("external") or not healthy(state):
+            raise SystemExit("[localcluster] no healthy local cluster to add autoscalers to")
+        start_autoscalers(Path(str(state["bin"])))
     elif command == "down":
         down()
     elif command == "nodes":

@@ -27,7 +27,8 @@ def karpenter(kube_cluster: KubeCluster) -> KubeCluster:
         pytest.skip("MSO_AUTOSCALERS=0: the cluster runs without Karpenter, by request")
     state_file = Path(kube_cluster.kubeconfig).parent / "state.json"
     state: dict[str, Any] = json.loads(state_file.read_text()) if state_file.is_file() else {}
-    assert "autoscalers" in state, "Karpenter is not running: " + str(
+    pids = (state.get("autoscalers") or {}).get("pids") or {}
+    assert "karpenter" in pids, "Karpenter is not running: " + str(
         state.get("autoscalers_unavailable") or "the cluster was started without it"
     )
     return kube_cluster
