@@ -77,9 +77,14 @@ def test_replicas_beyond_the_gpu_nodes_get_nodeclaims_then_consolidate(
     assert "(NodeClaims " in waiting["message"]
     assert H100 in waiting["message"]
     assert ms.status()["phase"] != "Failed"
-    status = ms.wait_phase("Ready", timeout=180)
+    # ScalingUp is already phase Ready (one replica serves); wait for all three.
+    status = ms.wait(
+        "3/3 ready",
+        lambda s: s if (s.get("serving") or {}).get("readyReplicas") == 3 else None,
+        timeout=180,
+    )
     took = time.monotonic() - started
-    assert status["serving"]["readyReplicas"] == 3
+    assert status["phase"] == "Ready"
     ready = ready_condition(ms)
     assert (ready["status"], ready["reason"]) == ("True", "Serving")
     claims = karpenter_claims(karpenter)
@@ -97,13 +102,18 @@ def test_replicas_beyond_the_gpu_nodes_get_nodeclaims_then_consolidate(
     # One replica is enough again: Karpenter consolidates the empty nodes away.
     apply(operator.cluster, whole_node_predictor(1), namespace)
     started = time.monotonic()
+    # The one replica left may sit on one of the new nodes; the other new node(s) go.
     wait_for(
         "Karpenter to remove the emptied GPU nodes",
-        lambda: len(karpenter_claims(karpenter)) <= len(before) + 1,
+        lambda: len(set(new) & set(karpenter_claims(karpenter))) <= 1,
         timeout=180,
     )
     print(f"emptied nodes consolidated in {time.monotonic() - started:.1f}s")
-    assert ms.wait_phase("Ready", timeout=60)["serving"]["readyReplicas"] == 1
+    ms.wait(
+        "1/1 ready",
+        lambda s: (s.get("serving") or {}).get("ready") == "1/1" and s["phase"] == "Ready",
+        timeout=60,
+    )
 
 
 def test_gpu_ask_no_nodepool_can_satisfy_waits_with_both_reasons(
