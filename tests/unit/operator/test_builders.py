@@ -185,14 +185,15 @@ def test_service_and_url(owner: Owner) -> None:
     )
 
 
-def test_hpa_cpu_and_custom_metric(owner: Owner) -> None:
+def test_hpa_scales_on_cpu_only(owner: Owner) -> None:
     serving = ServingSpec.model_validate(
         {
             "minReplicas": 2,
             "maxReplicas": 6,
             "autoscaling": {
+                "metric": "concurrency",  # needs KEDA: the HPA still scales on CPU
                 "targetCPUUtilizationPercentage": 60,
-                "metric": {"name": "inflight_requests", "targetAverageValue": 4},
+                "scaleDownStabilizationSeconds": 30,
             },
         }
     )
@@ -202,12 +203,14 @@ def test_hpa_cpu_and_custom_metric(owner: Owner) -> None:
     spec = hpa["spec"]
     assert (spec["minReplicas"], spec["maxReplicas"]) == (2, 6)
     assert spec["scaleTargetRef"]["name"] == "digits-predictor"
-    cpu, pods = spec["metrics"]
+    (cpu,) = spec["metrics"]
     assert cpu["resource"]["target"] == {"type": "Utilization", "averageUtilization": 60}
-    assert pods["pods"]["metric"]["name"] == "inflight_requests"
-    assert pods["pods"]["target"] == {"type": "AverageValue", "averageValue": 4}
-    # maxReplicas defaults to minReplicas.
-    assert build_hpa(owner, ServingSpec(min_replicas=3))["spec"]["maxReplicas"] == 3
+    assert spec["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 30
+    # maxReplicas defaults to minReplicas; the CPU target to 80%.
+    plain = build_hpa(owner, ServingSpec(min_replicas=3))["spec"]
+    assert plain["maxReplicas"] == 3
+    assert plain["metrics"][0]["resource"]["target"]["averageUtilization"] == 80
+    assert "behavior" not in plain
 
 
 def test_pdb_only_above_one_replica(owner: Owner) -> None:
