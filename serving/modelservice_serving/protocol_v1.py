@@ -69,15 +69,19 @@ async def serve_predict(request: Request) -> Response:
     name: str = request.path_params["name"]
     state = _state(request)
     model, batcher = state.loaded_model(name)
-    payload = await payloads.read_json_object(request, state.settings.max_body_bytes)
+    body = await payloads.read_body(request, state.settings.max_body_bytes)
+    payload = payloads.parse_json_object(body)
+    if "signature_name" in payload and not isinstance(payload["signature_name"], str):
+        raise InvalidRequestError("'signature_name' must be a string")
+    booleans_possible = payloads.may_hold_booleans(body)
     if "instances" in payload:
         if "inputs" in payload:
             raise InvalidRequestError("send either 'instances' or 'inputs', not both")
-        inputs, rows = _from_instances(model, payload["instances"])
+        inputs, rows = _from_instances(model, payload["instances"], booleans_possible)
         outputs = await batcher.submit(inputs, rows)
         return payloads.json_response({"predictions": _as_rows(outputs)})
     if "inputs" in payload:
-        inputs, rows = _from_columns(model, payload["inputs"])
+        inputs, rows = _from_columns(model, payload["inputs"], booleans_possible)
         outputs = await batcher.submit(inputs, rows)
         only = next(iter(outputs.values())) if len(outputs) == 1 else None
         return payloads.json_response({"outputs": only if only is not None else outputs})
@@ -86,7 +90,9 @@ async def serve_predict(request: Request) -> Response:
     )
 
 
-def _from_instances(model: ServedModel, instances: Any) -> tuple[Tensors, int]:
+def _from_instances(
+    model: ServedModel, instances: Any, booleans_possible: bool
+) -> tuple[Tensors, int]:
     if not isinstance(instances, list) or not instances:
         raise InvalidRequestError("'instances' must be a non-empty array of rows")
     if isinstance(instances[0], dict):
@@ -99,32 +105,36 @@ def _from_instances(model: ServedModel, instances: Any) -> tuple[Tensors, int]:
                 )
             for input_name, value in instance.items():
                 columns[input_name].append(value)
-        return _checked(model, columns, "instances")
+        return _checked(model, columns, "instances", booleans_possible)
     if len(model.inputs) != 1:
         raise InvalidInputError(
             f"model has inputs {[spec.name for spec in model.inputs]}: send each instance as an "
             "object keyed by input name"
         )
-    return _checked(model, {model.inputs[0].name: instances}, "instances")
+    return _checked(model, {model.inputs[0].name: instances}, "instances", booleans_possible)
 
 
-def _from_columns(model: ServedModel, columns: Any) -> tuple[Tensors, int]:
+def _from_columns(model: ServedModel, columns: Any, booleans_possible: bool) -> tuple[Tensors, int]:
     if isinstance(columns, dict):
         expected = {spec.name for spec in model.inputs}
         if set(columns) != expected:
             raise InvalidInputError(f"'inputs' must name exactly the inputs {sorted(expected)}")
-        return _checked(model, columns, "inputs")
+        return _checked(model, columns, "inputs", booleans_possible)
     if len(model.inputs) != 1:
         raise InvalidInputError("'inputs' must be an object keyed by input name for this model")
-    return _checked(model, {model.inputs[0].name: columns}, "inputs")
+    return _checked(model, {model.inputs[0].name: columns}, "inputs", booleans_possible)
 
 
-def _checked(model: ServedModel, columns: dict[str, Any], field: str) -> tuple[Tensors, int]:
+def _checked(
+    model: ServedModel, columns: dict[str, Any], field: str, booleans_possible: bool
+) -> tuple[Tensors, int]:
     tensors: Tensors = {}
     rows: set[int] = set()
     for spec in model.inputs:
         what = f"'{field}'" if len(model.inputs) == 1 else f"'{field}' for {spec.name!r}"
-        array: npt.NDArray[Any] = payloads.to_array(columns[spec.name], spec, what)
+        array: npt.NDArray[Any] = payloads.to_array(
+            columns[spec.name], spec, what, booleans_possible=booleans_possible
+        )
         rows.add(payloads.check_shape(array, spec, what))
         tensors[spec.name] = array
     if len(rows) != 1:

@@ -7,6 +7,7 @@ are checked against the model's signature: names, datatypes and shapes.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -124,8 +125,14 @@ async def serve_infer(request: Request) -> Response:
     state = _state(request)
     model = _model(request, name, version)
     assert state.batcher is not None
-    payload = await payloads.read_json_object(request, state.settings.max_body_bytes)
-    inputs, rows = _decode_inputs(model, payload.get("inputs"))
+    body = await payloads.read_body(request, state.settings.max_body_bytes)
+    payload = payloads.parse_json_object(body)
+    _check_envelope(payload)
+    limits = _Limits(
+        max_elements=max_elements(state.settings.max_body_bytes),
+        booleans_possible=payloads.may_hold_booleans(body),
+    )
+    inputs, rows = _decode_inputs(model, payload.get("inputs"), limits)
     wanted = _requested_outputs(model, payload.get("outputs"))
     outputs = await state.batcher.submit(inputs, rows)
     response: dict[str, Any] = {"model_name": model.name, "model_version": model.version}
@@ -135,7 +142,26 @@ async def serve_infer(request: Request) -> Response:
     return payloads.json_response(response)
 
 
-def _decode_inputs(model: ServedModel, inputs: Any) -> tuple[Tensors, int]:
+def max_elements(max_body_bytes: int) -> int:
+    """The most values a body of ``max_body_bytes`` can hold: each takes a digit and a comma."""
+    return max_body_bytes // 2 + 1
+
+
+@dataclass(frozen=True)
+class _Limits:
+    max_elements: int
+    booleans_possible: bool
+
+
+def _check_envelope(payload: dict[str, Any]) -> None:
+    """The request's own fields, typed as the protocol (and our OpenAPI) says."""
+    if "id" in payload and not isinstance(payload["id"], str):
+        raise InvalidRequestError("'id' must be a string")
+    if "parameters" in payload and not isinstance(payload["parameters"], dict):
+        raise InvalidRequestError("'parameters' must be an object")
+
+
+def _decode_inputs(model: ServedModel, inputs: Any, limits: _Limits) -> tuple[Tensors, int]:
     if not isinstance(inputs, list) or not inputs:
         raise InvalidRequestError("'inputs' must be a non-empty array of tensors")
     specs = {spec.name: spec for spec in model.inputs}
@@ -148,7 +174,11 @@ def _decode_inputs(model: ServedModel, inputs: Any) -> tuple[Tensors, int]:
         if missing:
             raise InvalidRequestError(f"inputs[{index}] lacks {', '.join(missing)}")
         name, shape, datatype = tensor["name"], tensor["shape"], tensor["datatype"]
-        spec = specs.get(name) if isinstance(name, str) else None
+        if not isinstance(name, str):
+            raise InvalidRequestError(f"inputs[{index}].name must be a string")
+        if "parameters" in tensor and not isinstance(tensor["parameters"], dict):
+            raise InvalidRequestError(f"inputs[{index}].parameters must be an object")
+        spec = specs.get(name)
         if spec is None:
             raise InvalidInputError(
                 f"inputs[{index}] names {name!r}; model inputs are {sorted(specs)}"
@@ -156,20 +186,18 @@ def _decode_inputs(model: ServedModel, inputs: Any) -> tuple[Tensors, int]:
         if name in tensors:
             raise InvalidInputError(f"input {name!r} is given twice")
         if datatype != spec.datatype:
+            given = repr(datatype)[:40]  # any JSON value: cut short
             raise InvalidInputError(
-                f"input {name!r} has datatype {datatype!r}; the model expects {spec.datatype!r}"
+                f"input {name!r} has datatype {given}; the model expects {spec.datatype!r}"
             )
-        if not isinstance(shape, list) or not _all_sizes(shape):
-            raise InvalidRequestError(f"input {name!r}: 'shape' must be an array of sizes")
         what = f"input {name!r}"
-        array = payloads.to_array(tensor["data"], spec, what)
-        if array.size != payloads.element_count(shape):
-            raise InvalidInputError(
-                f"input {name!r} has {array.size} values; shape {shape} needs "
-                f"{payloads.element_count(shape)}"
-            )
-        array = array.reshape(shape)
-        rows.add(payloads.check_shape(array, spec, what))
+        # Everything the shape says is checked before the data is converted.
+        shape = payloads.declared_shape(shape, spec, what, limits.max_elements)
+        array = payloads.to_array(
+            tensor["data"], spec, what, booleans_possible=limits.booleans_possible
+        )
+        array = payloads.reshaped(array, shape, what)
+        rows.add(shape[0])
         tensors[name] = array
     absent = sorted(set(specs) - set(tensors))
     if absent:
@@ -179,23 +207,29 @@ def _decode_inputs(model: ServedModel, inputs: Any) -> tuple[Tensors, int]:
     return tensors, rows.pop()
 
 
-def _all_sizes(shape: list[Any]) -> bool:
-    # type() rather than isinstance(): a JSON true is a bool, an int subclass, not a size.
-    return all(type(dim) is int and dim >= 0 for dim in shape)
-
-
 def _requested_outputs(model: ServedModel, requested: Any) -> list[str]:
     names = [spec.name for spec in model.outputs]
     if requested is None:
         return names
-    if not isinstance(requested, list) or not all(
-        isinstance(item, dict) and isinstance(item.get("name"), str) for item in requested
+    if (
+        not isinstance(requested, list)
+        or not requested
+        or not all(
+            isinstance(item, dict)
+            and isinstance(item.get("name"), str)
+            and isinstance(item.get("parameters", {}), dict)
+            for item in requested
+        )
     ):
-        raise InvalidRequestError("'outputs' must be an array of objects with a 'name'")
+        raise InvalidRequestError(
+            "'outputs' must be a non-empty array of objects with a 'name' (omit it for all outputs)"
+        )
     wanted = [item["name"] for item in requested]
     unknown = sorted(set(wanted) - set(names))
     if unknown:
         raise InvalidInputError(f"unknown outputs {unknown}; model outputs are {names}")
+    if len(set(wanted)) != len(wanted):
+        raise InvalidInputError(f"outputs {wanted} name an output twice")
     return wanted
 
 
