@@ -63,6 +63,17 @@ def _model_args(model_dir: str, model_uri: str | None) -> list[str]:
     ]
 
 
+# What slow or many clients may hold: the server's own defaults, stated in the pod spec.
+SLOW_CLIENT_ARGS = (
+    "--max-connections=1024",
+    "--max-in-flight=256",
+    "--max-header-bytes=16384",
+    "--header-timeout-s=10",
+    "--body-timeout-s=30",
+    "--keep-alive-timeout-s=5",
+)
+
+
 def _server_args(
     serving: ServingSpec, name: str, model_dir: str, model_uri: str | None, grace: int
 ) -> list[str]:
@@ -77,6 +88,7 @@ def _server_args(
         f"--max-latency-ms={batching.max_latency_ms if batching else 5}",
         # Drain within the grace period that is left after preStop.
         f"--graceful-timeout-s={max(1, grace - PRE_STOP_SECONDS - 2)}",
+        *SLOW_CLIENT_ARGS,
     ]
     if batching is not None and batching.max_queue is not None:
         args.append(f"--max-queue={batching.max_queue}")
