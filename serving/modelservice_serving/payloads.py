@@ -28,6 +28,12 @@ _NUMERIC_KINDS = frozenset("biuf")
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
 
 
+def declared_length(request: Request) -> int | None:
+    """The body's ``Content-Length``, when it gives one."""
+    declared = request.headers.get("content-length")
+    return int(declared) if declared is not None and declared.isdigit() else None
+
+
 async def read_body(request: Request, limit: int) -> bytes:
     """The whole body; 413 past ``limit`` bytes, 499 when the client goes away mid-upload."""
     declared = request.headers.get("content-length")

@@ -69,22 +69,34 @@ async def serve_predict(request: Request) -> Response:
     name: str = request.path_params["name"]
     state = _state(request)
     model, batcher = state.loaded_model(name)
-    body = await payloads.read_body(request, state.settings.max_body_bytes)
-    payload = payloads.parse_json_object(body)
+    # Admitted (or refused with 503) before the body is read, from its declared length.
+    reservation = batcher.reserve(payloads.declared_length(request))
+    try:
+        body = await payloads.read_body(request, state.settings.max_body_bytes)
+        payload = payloads.parse_json_object(body)
+        inputs, rows, row_format = _decode(model, payload, payloads.may_hold_booleans(body))
+        batcher.learn(len(body), rows)
+    finally:
+        reservation.release()
+    outputs = await batcher.submit(inputs, rows)
+    if row_format:
+        return payloads.json_response({"predictions": _as_rows(outputs)})
+    only = next(iter(outputs.values())) if len(outputs) == 1 else None
+    return payloads.json_response({"outputs": only if only is not None else outputs})
+
+
+def _decode(
+    model: ServedModel, payload: dict[str, Any], booleans_possible: bool
+) -> tuple[Tensors, int, bool]:
+    """The request's tensors, their batch size, and whether it came in row format."""
     if "signature_name" in payload and not isinstance(payload["signature_name"], str):
         raise InvalidRequestError("'signature_name' must be a string")
-    booleans_possible = payloads.may_hold_booleans(body)
     if "instances" in payload:
         if "inputs" in payload:
             raise InvalidRequestError("send either 'instances' or 'inputs', not both")
-        inputs, rows = _from_instances(model, payload["instances"], booleans_possible)
-        outputs = await batcher.submit(inputs, rows)
-        return payloads.json_response({"predictions": _as_rows(outputs)})
+        return (*_from_instances(model, payload["instances"], booleans_possible), True)
     if "inputs" in payload:
-        inputs, rows = _from_columns(model, payload["inputs"], booleans_possible)
-        outputs = await batcher.submit(inputs, rows)
-        only = next(iter(outputs.values())) if len(outputs) == 1 else None
-        return payloads.json_response({"outputs": only if only is not None else outputs})
+        return (*_from_columns(model, payload["inputs"], booleans_possible), False)
     raise InvalidRequestError(
         "request needs 'instances' (row format) or 'inputs' (columnar format)"
     )

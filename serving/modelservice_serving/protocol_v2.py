@@ -124,17 +124,24 @@ async def serve_infer(request: Request) -> Response:
     version: str | None = request.path_params.get("version")
     state = _state(request)
     model = _model(request, name, version)
-    assert state.batcher is not None
-    body = await payloads.read_body(request, state.settings.max_body_bytes)
-    payload = payloads.parse_json_object(body)
-    _check_envelope(payload)
-    limits = _Limits(
-        max_elements=max_elements(state.settings.max_body_bytes),
-        booleans_possible=payloads.may_hold_booleans(body),
-    )
-    inputs, rows = _decode_inputs(model, payload.get("inputs"), limits)
-    wanted = _requested_outputs(model, payload.get("outputs"))
-    outputs = await state.batcher.submit(inputs, rows)
+    batcher = state.batcher
+    assert batcher is not None
+    # Admitted (or refused with 503) before the body is read, from its declared length.
+    reservation = batcher.reserve(payloads.declared_length(request))
+    try:
+        body = await payloads.read_body(request, state.settings.max_body_bytes)
+        payload = payloads.parse_json_object(body)
+        _check_envelope(payload)
+        limits = _Limits(
+            max_elements=max_elements(state.settings.max_body_bytes),
+            booleans_possible=payloads.may_hold_booleans(body),
+        )
+        inputs, rows = _decode_inputs(model, payload.get("inputs"), limits)
+        wanted = _requested_outputs(model, payload.get("outputs"))
+        batcher.learn(len(body), rows)
+    finally:
+        reservation.release()
+    outputs = await batcher.submit(inputs, rows)
     response: dict[str, Any] = {"model_name": model.name, "model_version": model.version}
     if "id" in payload:
         response["id"] = payload["id"]
