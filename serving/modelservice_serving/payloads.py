@@ -121,6 +121,9 @@ def declared_shape(shape: Any, spec: TensorSpec, what: str, max_elements: int) -
     """Checks a V2 tensor's ``shape`` before its data is touched: sizes, the signature's
     rank and fixed dimensions, at least one row, and no more elements than a body can
     hold. Returns it; no array is allocated on the way."""
+    if isinstance(shape, list):
+        # JSON Schema counts 64.0 as an integer, so a client may send it; 64.5 is no size.
+        shape = [int(dim) if type(dim) is float and dim.is_integer() else dim for dim in shape]
     # type() rather than isinstance(): a JSON true is a bool, an int subclass, not a size.
     if not isinstance(shape, list) or not all(type(dim) is int and dim >= 0 for dim in shape):
         raise InvalidRequestError(f"{what}: 'shape' must be an array of sizes (integers >= 0)")

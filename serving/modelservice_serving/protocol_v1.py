@@ -14,7 +14,7 @@ import numpy.typing as npt
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from . import payloads
+from . import openapi, payloads
 from .errors import InvalidInputError, InvalidRequestError, ModelNotFoundError
 from .model import ServedModel, Tensors
 from .state import ServingState
@@ -25,10 +25,26 @@ PREDICT_BODY_SCHEMA: dict[str, Any] = {
     "type": "object",
     "description": "Row format (`instances`) or columnar format (`inputs`), one of the two.",
     "properties": {
-        "instances": {"type": "array", "items": {}, "example": [[0.0] * 64]},
+        "instances": {
+            "type": "array",
+            "minItems": 1,
+            "description": "rows: values of the single input, or objects {input_name: value}",
+            "items": {},
+            "example": [[0.0] * 64],
+        },
         "inputs": {"description": "a batch of the single input, or {input_name: batch}"},
         "signature_name": {"type": "string"},
     },
+    "oneOf": [{"required": ["instances"]}, {"required": ["inputs"]}],
+}
+PREDICT_RESPONSE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "`predictions` (one per row) for row format, `outputs` for columnar format",
+    "properties": {
+        "predictions": {"type": "array"},
+        "outputs": {"description": "the single output's batch, or {output_name: batch}"},
+    },
+    "oneOf": [{"required": ["predictions"]}, {"required": ["outputs"]}],
 }
 
 
@@ -37,12 +53,26 @@ def _state(request: Request) -> ServingState:
     return state
 
 
-@router.get("/v1/models", summary="List served models")
-async def list_models(request: Request) -> dict[str, list[str]]:
-    return {"models": [_state(request).settings.model_name]}
+@router.get(
+    "/v1/models",
+    summary="List served models",
+    responses=openapi.responses(
+        ok={
+            "type": "object",
+            "required": ["models"],
+            "properties": {"models": {"type": "array", "items": {"type": "string"}}},
+        }
+    ),
+)
+async def list_models(request: Request) -> Response:
+    return payloads.json_response({"models": [_state(request).settings.model_name]})
 
 
-@router.get("/v1/models/{name}", summary="Model status: 200 when ready, 503 before")
+@router.get(
+    "/v1/models/{name}",
+    summary="Model status: 200 when ready, 503 before",
+    responses=openapi.readiness(openapi.MODEL_READY_SCHEMA, 404),
+)
 async def model_status(name: str, request: Request) -> Response:
     state = _state(request)
     if name != state.settings.model_name:
@@ -53,12 +83,8 @@ async def model_status(name: str, request: Request) -> Response:
 @router.post(
     "/v1/models/{name}:predict",
     summary="Predict (row or columnar format)",
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": PREDICT_BODY_SCHEMA}},
-        }
-    },
+    openapi_extra=openapi.request_body(PREDICT_BODY_SCHEMA),
+    responses=openapi.responses(400, 404, 408, 413, 422, 431, 503, ok=PREDICT_RESPONSE_SCHEMA),
 )
 async def predict(name: str, request: Request) -> Response:
     return await serve_predict(request)

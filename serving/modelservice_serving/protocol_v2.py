@@ -13,7 +13,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from . import __version__, payloads
+from . import __version__, openapi, payloads
 from .errors import InvalidInputError, InvalidRequestError, ModelNotFoundError
 from .model import ServedModel, Tensors
 from .state import ServingState
@@ -27,10 +27,20 @@ _TENSOR_SCHEMA: dict[str, Any] = {
     "required": ["name", "shape", "datatype", "data"],
     "properties": {
         "name": {"type": "string", "example": "inputs"},
-        "shape": {"type": "array", "items": {"type": "integer"}, "example": [1, 64]},
-        "datatype": {"type": "string", "example": "FP32"},
+        "shape": {
+            "type": "array",
+            "minItems": 1,
+            "items": {"type": "integer", "minimum": 0},
+            "example": [1, 64],
+        },
+        "datatype": {"type": "string", "enum": openapi.DATATYPES, "example": "FP32"},
         "parameters": {"type": "object"},
-        "data": {"type": "array", "items": {}, "example": [0.0] * 64},
+        "data": {
+            "type": "array",
+            "description": "row-major values, flat or nested as the shape",
+            "items": {},
+            "example": [0.0] * 64,
+        },
     },
 }
 INFER_BODY_SCHEMA: dict[str, Any] = {
@@ -39,11 +49,66 @@ INFER_BODY_SCHEMA: dict[str, Any] = {
     "properties": {
         "id": {"type": "string"},
         "parameters": {"type": "object"},
-        "inputs": {"type": "array", "items": _TENSOR_SCHEMA},
+        "inputs": {"type": "array", "minItems": 1, "items": _TENSOR_SCHEMA},
         "outputs": {
             "type": "array",
-            "items": {"type": "object", "properties": {"name": {"type": "string"}}},
+            "minItems": 1,
+            "description": "the outputs to return (all when absent)",
+            "items": {
+                "type": "object",
+                "required": ["name"],
+                "properties": {"name": {"type": "string"}, "parameters": {"type": "object"}},
+            },
         },
+    },
+}
+_OUTPUT_TENSOR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["name", "datatype", "shape", "data"],
+    "properties": {
+        "name": {"type": "string"},
+        "datatype": {"type": "string"},
+        "shape": {"type": "array", "items": {"type": "integer"}},
+        "data": {"type": "array", "items": {"type": "number"}},
+    },
+}
+INFER_RESPONSE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["model_name", "model_version", "outputs"],
+    "properties": {
+        "model_name": {"type": "string"},
+        "model_version": {"type": "string"},
+        "id": {"type": "string"},
+        "outputs": {"type": "array", "items": _OUTPUT_TENSOR_SCHEMA},
+    },
+}
+_TENSOR_METADATA_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["name", "datatype", "shape"],
+    "properties": {
+        "name": {"type": "string"},
+        "datatype": {"type": "string"},
+        "shape": {"type": "array", "items": {"type": "integer"}},
+    },
+}
+MODEL_METADATA_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["name", "versions", "platform", "inputs", "outputs"],
+    "properties": {
+        "name": {"type": "string"},
+        "versions": {"type": "array", "items": {"type": "string"}},
+        "platform": {"type": "string"},
+        "inputs": {"type": "array", "items": _TENSOR_METADATA_SCHEMA},
+        "outputs": {"type": "array", "items": _TENSOR_METADATA_SCHEMA},
+    },
+}
+SERVER_METADATA_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["name", "version", "extensions"],
+    "properties": {
+        "name": {"type": "string"},
+        "version": {"type": "string"},
+        "extensions": {"type": "array", "items": {"type": "string"}},
     },
 }
 
@@ -53,20 +118,32 @@ def _state(request: Request) -> ServingState:
     return state
 
 
-@router.get("/v2/health/live", summary="Liveness")
-async def live() -> dict[str, bool]:
-    return {"live": True}
+@router.get(
+    "/v2/health/live",
+    summary="Liveness",
+    responses=openapi.responses(
+        ok={"type": "object", "required": ["live"], "properties": {"live": {"type": "boolean"}}}
+    ),
+)
+async def live() -> Response:
+    return payloads.json_response({"live": True})
 
 
-@router.get("/v2/health/ready", summary="Readiness: model loaded and warmed, not draining")
+@router.get(
+    "/v2/health/ready",
+    summary="Readiness: model loaded and warmed, not draining",
+    responses=openapi.readiness(openapi.READY_SCHEMA),
+)
 async def ready(request: Request) -> Response:
     is_ready = _state(request).ready
     return payloads.json_response({"ready": is_ready}, 200 if is_ready else 503)
 
 
-@router.get("/v2", summary="Server metadata")
-async def server_metadata() -> dict[str, Any]:
-    return {"name": SERVER_NAME, "version": __version__, "extensions": []}
+@router.get(
+    "/v2", summary="Server metadata", responses=openapi.responses(ok=SERVER_METADATA_SCHEMA)
+)
+async def server_metadata() -> Response:
+    return payloads.json_response({"name": SERVER_NAME, "version": __version__, "extensions": []})
 
 
 def _model(request: Request, name: str, version: str | None) -> ServedModel:
@@ -76,22 +153,53 @@ def _model(request: Request, name: str, version: str | None) -> ServedModel:
     return model
 
 
-@router.get("/v2/models/{name}", summary="Model metadata")
-@router.get("/v2/models/{name}/versions/{version}", summary="Model metadata (one version)")
-async def model_metadata(name: str, request: Request, version: str | None = None) -> dict[str, Any]:
-    model = _model(request, name, version)
-    return {
-        "name": model.name,
-        "versions": [model.version],
-        "platform": "tensorflow_savedmodel",
-        "inputs": [spec.as_metadata() for spec in model.inputs],
-        "outputs": [spec.as_metadata() for spec in model.outputs],
-    }
+_METADATA_RESPONSES = openapi.responses(404, 503, ok=MODEL_METADATA_SCHEMA)
 
 
-@router.get("/v2/models/{name}/ready", summary="Model readiness")
-@router.get("/v2/models/{name}/versions/{version}/ready", summary="Model readiness (one version)")
-async def model_ready(name: str, request: Request, version: str | None = None) -> Response:
+@router.get("/v2/models/{name}", summary="Model metadata", responses=_METADATA_RESPONSES)
+async def model_metadata(request: Request, name: str) -> Response:
+    return _metadata(_model(request, name, None))
+
+
+@router.get(
+    "/v2/models/{name}/versions/{version}",
+    summary="Model metadata (one version)",
+    responses=_METADATA_RESPONSES,
+)
+async def model_version_metadata(request: Request, name: str, version: str) -> Response:
+    return _metadata(_model(request, name, version))
+
+
+def _metadata(model: ServedModel) -> Response:
+    return payloads.json_response(
+        {
+            "name": model.name,
+            "versions": [model.version],
+            "platform": "tensorflow_savedmodel",
+            "inputs": [spec.as_metadata() for spec in model.inputs],
+            "outputs": [spec.as_metadata() for spec in model.outputs],
+        }
+    )
+
+
+_READY_RESPONSES = openapi.readiness(openapi.MODEL_READY_SCHEMA, 404)
+
+
+@router.get("/v2/models/{name}/ready", summary="Model readiness", responses=_READY_RESPONSES)
+async def model_ready(request: Request, name: str) -> Response:
+    return _readiness(request, name, None)
+
+
+@router.get(
+    "/v2/models/{name}/versions/{version}/ready",
+    summary="Model readiness (one version)",
+    responses=_READY_RESPONSES,
+)
+async def model_version_ready(request: Request, name: str, version: str) -> Response:
+    return _readiness(request, name, version)
+
+
+def _readiness(request: Request, name: str, version: str | None) -> Response:
     state = _state(request)
     if name != state.settings.model_name:
         raise ModelNotFoundError(name)
@@ -100,21 +208,27 @@ async def model_ready(name: str, request: Request, version: str | None = None) -
     return payloads.json_response({"name": name, "ready": state.ready}, 200 if state.ready else 503)
 
 
-_INFER_OPENAPI = {
-    "requestBody": {
-        "required": True,
-        "content": {"application/json": {"schema": INFER_BODY_SCHEMA}},
-    }
-}
+_INFER_OPENAPI = openapi.request_body(INFER_BODY_SCHEMA)
+_INFER_RESPONSES = openapi.responses(400, 404, 408, 413, 422, 431, 503, ok=INFER_RESPONSE_SCHEMA)
 
 
-@router.post("/v2/models/{name}/infer", summary="Inference", openapi_extra=_INFER_OPENAPI)
+@router.post(
+    "/v2/models/{name}/infer",
+    summary="Inference",
+    openapi_extra=_INFER_OPENAPI,
+    responses=_INFER_RESPONSES,
+)
+async def infer(request: Request, name: str) -> Response:
+    return await serve_infer(request)
+
+
 @router.post(
     "/v2/models/{name}/versions/{version}/infer",
     summary="Inference (one version)",
     openapi_extra=_INFER_OPENAPI,
+    responses=_INFER_RESPONSES,
 )
-async def infer(name: str, request: Request, version: str | None = None) -> Response:
+async def infer_version(request: Request, name: str, version: str) -> Response:
     return await serve_infer(request)
 
 
@@ -137,7 +251,7 @@ async def serve_infer(request: Request) -> Response:
             booleans_possible=payloads.may_hold_booleans(body),
         )
         inputs, rows = _decode_inputs(model, payload.get("inputs"), limits)
-        wanted = _requested_outputs(model, payload.get("outputs"))
+        wanted = _requested_outputs(model, payload.get("outputs", _ALL_OUTPUTS))
         batcher.learn(len(body), rows)
     finally:
         reservation.release()
@@ -214,9 +328,12 @@ def _decode_inputs(model: ServedModel, inputs: Any, limits: _Limits) -> tuple[Te
     return tensors, rows.pop()
 
 
+_ALL_OUTPUTS = object()
+
+
 def _requested_outputs(model: ServedModel, requested: Any) -> list[str]:
     names = [spec.name for spec in model.outputs]
-    if requested is None:
+    if requested is _ALL_OUTPUTS:  # absent; an explicit null is no array and is refused
         return names
     if (
         not isinstance(requested, list)
