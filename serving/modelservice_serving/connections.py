@@ -150,8 +150,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 self.app = app
         else:
             super().on_headers_complete()
-        loop = asyncio.get_running_loop()
-        self._body_timer = loop.call_later(self.limits.body_timeout_s, self._body_timed_out)
+        self._body_timer = self.loop.call_later(self.limits.body_timeout_s, self._body_timed_out)
 
     def on_message_complete(self) -> None:
         self._cancel(self._body_timer)
@@ -167,8 +166,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     # -- limits
     def _arm_head_timer(self) -> None:
         self._cancel(self._head_timer)
-        loop = asyncio.get_running_loop()
-        self._head_timer = loop.call_later(self.limits.header_timeout_s, self._head_timed_out)
+        self._head_timer = self.loop.call_later(self.limits.header_timeout_s, self._head_timed_out)
 
     def _head_timed_out(self) -> None:
         self._head_timer = None
