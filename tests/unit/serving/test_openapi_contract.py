@@ -34,7 +34,7 @@ expected-statuses = ["2xx", "404", "422"]
 
 @pytest.fixture(scope="module")
 def live_server(served_model: Any, trained_model: Any) -> Iterator[RunningServer]:
-    with running_server(served_model, trained_model.model_dir) as server:
+    with running_server(served_model, trained_model.model_dir, docs=True) as server:
         yield server
 
 
