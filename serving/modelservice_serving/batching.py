@@ -134,13 +134,20 @@ class DynamicBatcher:
         held = self._queued_rows + self._reserved_rows
         # A request estimated larger than the whole queue still gets in when it is empty:
         # the estimate may be wrong, and submit() answers 413 if it really is too large.
-        if held and held + rows > self.max_queue_rows:
+        if held and held + rows > self._room_for(rows):
             raise OverloadedError(
                 f"server overloaded: {held} rows queued or arriving, this request ~{rows} "
                 f"(limit {self.max_queue_rows}); retry later"
             )
         self._reserved_rows += rows
         return Reservation(self, rows)
+
+    def _room_for(self, rows: int) -> int:
+        """Queue rows a request may fill: one larger than a batch leaves the last batch's
+        worth free, so large requests cannot keep small ones out of a full queue."""
+        if rows > self.max_batch_size:
+            return self.max_queue_rows - self.max_batch_size
+        return self.max_queue_rows
 
     def learn(self, body_bytes: int, rows: int) -> None:
         """Updates the bytes-per-row estimate with one parsed request."""
@@ -156,7 +163,7 @@ class DynamicBatcher:
             raise PayloadTooLargeError(
                 f"request has {rows} rows; at most {self.max_queue_rows} fit the queue"
             )
-        if self._queued_rows + rows > self.max_queue_rows:
+        if self._queued_rows and self._queued_rows + rows > self._room_for(rows):
             raise OverloadedError(
                 f"server overloaded: {self._queued_rows} rows queued (limit "
                 f"{self.max_queue_rows}); retry later"

@@ -130,6 +130,21 @@ async def test_reserve_refuses_from_the_declared_length() -> None:
     assert batcher.reserve(10**9).rows > 100
 
 
+async def test_large_requests_leave_the_last_batch_of_room_to_small_ones() -> None:
+    batcher = DynamicBatcher(
+        SlowDouble(), max_batch_size=8, max_latency_s=0.001, max_queue_rows=100
+    )
+    batcher.learn(body_bytes=1000, rows=1)  # 1000 bytes a row
+    large = batcher.reserve(60_000)  # 60 rows: fits, the queue was empty
+    with pytest.raises(OverloadedError):
+        batcher.reserve(33_000)  # 33 more large rows would reach into the last 8
+    smalls = [batcher.reserve(8_000) for _ in range(5)]  # 40 rows of small requests still fit
+    assert sum(small.rows for small in smalls) == 40
+    with pytest.raises(OverloadedError):
+        batcher.reserve(1_000)  # now the queue is full for everyone
+    large.release()
+
+
 V1 = f"/v1/models/{MODEL_NAME}:predict"
 ROW = [0.5] * 64
 
