@@ -118,6 +118,27 @@ class ServeSettings(_Settings):
     )
     max_queue: int = Field(1024, ge=1, description="most rows waiting; beyond that 503")
     max_body_bytes: int = Field(1 << 20, ge=1, description="largest request body; beyond 413")
+    max_header_bytes: int = Field(
+        16384, ge=1024, description="largest request line plus headers; beyond that 431"
+    )
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="a request's line and headers must arrive within this; else 408"
+    )
+    body_timeout_s: float = Field(
+        30.0, gt=0, description="a request's body must arrive within this after its head"
+    )
+    keep_alive_timeout_s: float = Field(
+        5.0, gt=0, description="an idle keep-alive connection is closed after this"
+    )
+    max_connections: int = Field(
+        1024,
+        ge=1,
+        description="open connections; beyond that the longest-idle one is closed (or 503); "
+        "capped by the open-file limit",
+    )
+    max_in_flight: int = Field(
+        256, ge=1, description="requests being read or answered; beyond that 503 at once"
+    )
     graceful_timeout_s: float = Field(30.0, ge=0, description="time for in-flight requests")
     drain_delay_s: float = Field(
         0.0, ge=0, description="after SIGTERM, serve this long with readiness false"

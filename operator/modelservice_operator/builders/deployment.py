@@ -83,6 +83,17 @@ def _model_args(model_dir: str, model_uri: str | None) -> list[str]:
     ]
 
 
+# What slow or many clients may hold: the server's own defaults, stated in the pod spec.
+SLOW_CLIENT_ARGS = (
+    "--max-connections=1024",
+    "--max-in-flight=256",
+    "--max-header-bytes=16384",
+    "--header-timeout-s=10",
+    "--body-timeout-s=30",
+    "--keep-alive-timeout-s=5",
+)
+
+
 def _server_args(
     serving: ServingSpec, name: str, model_dir: str, model_uri: str | None, grace: int
 ) -> list[str]:
@@ -98,6 +109,7 @@ def _server_args(
         # Drain within the grace period that is left after preStop.
         f"--graceful-timeout-s={max(1, grace - PRE_STOP_SECONDS - 2)}",
         f"--metrics-port={METRICS_PORT}",
+        *SLOW_CLIENT_ARGS,
     ]
     if serving.auth is not None:
         args.append(f"--auth-token-file={AUTH_MOUNT}/{serving.auth.secret_ref.key}")
