@@ -90,6 +90,12 @@ SERVING_BASE_IMAGE ?=
 image: ## build the serving image (SERVING_IMAGE, SERVING_BASE_IMAGE)
 	BASE_IMAGE=$(SERVING_BASE_IMAGE) serving/scripts/build-image.sh $(SERVING_IMAGE)
 
+PROTO_DIR := serving/modelservice_serving/oip
+.PHONY: proto
+proto: $(VENV) ## regenerate the gRPC message modules (committed) from the Open Inference Protocol .proto
+	$(PY) -m grpc_tools.protoc -I$(PROTO_DIR) --python_out=$(PROTO_DIR) --pyi_out=$(PROTO_DIR) \
+		$(PROTO_DIR)/grpc_predict_v2.proto
+
 .PHONY: bench
 bench: $(VENV) ## serving benchmark vs KServe and MLServer; writes tests/benchmarks/serving.md
 	$(PY) tests/benchmarks/serving_bench.py

@@ -21,6 +21,7 @@ from starlette.responses import Response
 from . import __version__, errors, protocol_v1, protocol_v2, routing
 from .batching import DynamicBatcher
 from .fetch import ModelDownloadError, fetch_model
+from .grpc_server import GrpcListener
 from .metrics import RequestMetricsMiddleware, ServerMetrics
 from .model import ServedModel
 from .settings import ServeSettings
@@ -114,6 +115,8 @@ def create_app(settings: ServeSettings, loader: ModelLoader = load_model) -> Fas
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        grpc_listener = GrpcListener(state)
+        await grpc_listener.start()
         loading = asyncio.create_task(_load(state, loader))
         try:
             yield
@@ -122,6 +125,7 @@ def create_app(settings: ServeSettings, loader: ModelLoader = load_model) -> Fas
             metrics.model_ready.set(0)
             if not loading.done():
                 loading.cancel()
+            await grpc_listener.stop(settings.graceful_timeout_s)
             if state.batcher is not None:
                 await state.batcher.stop()
 

@@ -83,6 +83,9 @@ class ServeSettings(_Settings):
     model_name: str = Field("model", description="the name clients address the model by")
     host: str = Field("0.0.0.0", description="address to bind")
     port: int = Field(8080, ge=0, le=65535, description="port to bind")
+    grpc_port: int = Field(
+        8081, ge=0, le=65535, description="gRPC port (Open Inference Protocol); 0 = any free"
+    )
     max_batch_size: int = Field(32, ge=1, description="most rows merged into one model call")
     max_latency_ms: float = Field(5.0, ge=0, description="longest wait to fill a batch")
     max_queue: int = Field(1024, ge=1, description="most rows waiting; beyond that 503")

@@ -25,6 +25,7 @@ from .common import (
 )
 
 __all__ = [
+    "GRPC_PORT",
     "HTTP_PORT",
     "MODEL_CACHE_MOUNT",
     "PRE_STOP_SECONDS",
@@ -33,6 +34,7 @@ __all__ = [
 ]
 
 HTTP_PORT = 8080
+GRPC_PORT = 8081  # the Open Inference Protocol's gRPC service
 PRE_STOP_SECONDS = 5
 DEFAULT_GRACE_SECONDS = 30
 DEFAULT_SERVING_REQUESTS = {"cpu": "500m", "memory": "1Gi"}
@@ -72,6 +74,7 @@ def _server_args(
         *_model_args(model_dir, model_uri),
         f"--model-name={name}",
         f"--port={HTTP_PORT}",
+        f"--grpc-port={GRPC_PORT}",
         "--host=0.0.0.0",
         f"--max-batch-size={batching.max_batch_size if batching else 32}",
         f"--max-latency-ms={batching.max_latency_ms if batching else 5}",
@@ -119,7 +122,10 @@ def build_deployment(
         "imagePullPolicy": settings.image_pull_policy,
         "command": ["python", "-m", "modelservice_serving"],
         "args": _server_args(serving, owner.name, model_dir, model_uri, grace),
-        "ports": [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}],
+        "ports": [
+            {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
+            {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
+        ],
         "env": container_env(serving, [{"name": "HOME", "value": "/tmp"}]),
         "resources": container_resources(
             serving.resources, serving.gpu, settings, DEFAULT_SERVING_REQUESTS

@@ -102,7 +102,11 @@ def test_deployment_gpu_probes_security_and_replicas(
     assert pod["tolerations"] == [
         {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
     ]
-    assert c["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    assert c["ports"] == [
+        {"name": "http", "containerPort": 8080, "protocol": "TCP"},
+        {"name": "grpc", "containerPort": 8081, "protocol": "TCP"},
+    ]
+    assert "--grpc-port=8081" in c["args"]
     assert c["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
     assert c["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
     assert c["startupProbe"]["httpGet"]["path"] == "/v2/health/live"
@@ -153,8 +157,16 @@ def test_mig_resource(owner: Owner, settings: OperatorSettings) -> None:
 def test_service_and_url(owner: Owner) -> None:
     svc = build_service(owner)
     _owner_ref_ok(svc, owner)
-    assert svc["spec"]["ports"][0]["port"] == 8080
-    assert svc["spec"]["ports"][0]["name"] == "http"
+    assert svc["spec"]["ports"] == [
+        {"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP"},
+        {
+            "name": "grpc",
+            "port": 8081,
+            "targetPort": "grpc",
+            "protocol": "TCP",
+            "appProtocol": "kubernetes.io/h2c",
+        },
+    ]
     assert svc["spec"]["selector"] == {
         "modelservice.dev/name": "digits",
         "modelservice.dev/component": "predictor",
