@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from . import __version__, payloads
+from . import __version__, binary_http, payloads
 from .errors import InvalidInputError, InvalidRequestError, ModelNotFoundError
 from .model import ServedModel, Tensors
 from .state import ServingState
@@ -65,7 +65,7 @@ async def ready(request: Request) -> Response:
 
 @router.get("/v2", summary="Server metadata")
 async def server_metadata() -> dict[str, Any]:
-    return {"name": SERVER_NAME, "version": __version__, "extensions": []}
+    return {"name": SERVER_NAME, "version": __version__, "extensions": [binary_http.EXTENSION]}
 
 
 def _model(request: Request, name: str, version: str | None) -> ServedModel:
@@ -124,7 +124,8 @@ async def serve_infer(request: Request) -> Response:
     state = _state(request)
     model = _model(request, name, version)
     assert state.batcher is not None
-    payload = await payloads.read_json_object(request, state.settings.max_body_bytes)
+    payload = await binary_http.read_infer_request(request, state.settings.max_body_bytes)
+    binary_outputs = binary_http.binary_outputs(payload)
     inputs, rows = _decode_inputs(model, payload.get("inputs"))
     wanted = _requested_outputs(model, payload.get("outputs"))
     outputs = await state.batcher.submit(inputs, rows)
@@ -132,7 +133,7 @@ async def serve_infer(request: Request) -> Response:
     if "id" in payload:
         response["id"] = payload["id"]
     response["outputs"] = [_encode(model, name, outputs[name]) for name in wanted]
-    return payloads.json_response(response)
+    return binary_http.infer_response(response, binary_outputs)
 
 
 def _decode_inputs(model: ServedModel, inputs: Any) -> tuple[Tensors, int]:
