@@ -1,5 +1,8 @@
 """The gRPC listener beside the HTTP one, on ``--grpc-port``, in the same event loop.
 
+It serves the Open Inference Protocol (:mod:`.protocol_grpc`) and gRPC health checking
+(:mod:`.health_grpc`, for ``grpc`` probes).
+
 The app's lifespan starts it before the model loads (so ServerLive answers at once) and
 stops it on shutdown before the batcher drains: in-flight RPCs finish within the graceful
 timeout, new ones are refused.
@@ -11,7 +14,7 @@ import logging
 
 import grpc
 
-from . import protocol_grpc
+from . import health_grpc, protocol_grpc
 from .state import ServingState
 
 log = logging.getLogger(__name__)
@@ -36,9 +39,15 @@ class GrpcListener:
                 ("grpc.max_receive_message_length", settings.max_body_bytes),
             ],
         )
-        handlers = protocol_grpc.method_handlers(self.state)
         server.add_generic_rpc_handlers(
-            (grpc.method_handlers_generic_handler(protocol_grpc.SERVICE, handlers),)
+            (
+                grpc.method_handlers_generic_handler(
+                    protocol_grpc.SERVICE, protocol_grpc.method_handlers(self.state)
+                ),
+                grpc.method_handlers_generic_handler(
+                    health_grpc.SERVICE, health_grpc.method_handlers(self.state)
+                ),
+            )
         )
         host = f"[{settings.host}]" if ":" in settings.host else settings.host
         port = server.add_insecure_port(f"{host}:{settings.grpc_port}")

@@ -23,6 +23,7 @@ import httpx
 import numpy as np
 import pytest
 from google.protobuf import descriptor_pb2
+from grpc_health.v1 import health_pb2
 from grpc_tools import protoc
 from sklearn.datasets import load_digits
 
@@ -53,6 +54,14 @@ class Stub:
             response_deserializer=response_type.FromString,
         )
         return await call(request, timeout=30)
+
+    async def health(self, service: str) -> Any:
+        call = self._channel.unary_unary(
+            "/grpc.health.v1.Health/Check",
+            request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
+            response_deserializer=health_pb2.HealthCheckResponse.FromString,
+        )
+        return (await call(health_pb2.HealthCheckRequest(service=service), timeout=30)).status
 
     async def infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
         response: pb.ModelInferResponse = await self("ModelInfer", request, pb.ModelInferResponse)
@@ -207,19 +216,28 @@ async def test_more_bad_requests(stub: Stub) -> None:
         assert fragment in (failed.value.details() or "")
 
 
-async def test_limits_and_load_states(server_factory: ServerFactory) -> None:
+async def test_limits_load_states_and_health_checks(server_factory: ServerFactory) -> None:
     gate = threading.Event()
     with server_factory(gate=gate, wait_ready=False, max_queue=4, max_body_bytes=4096) as server:
         async for stub in _stub(server):
-            # Loading: live, not ready; inference is UNAVAILABLE (retry later), not an error.
+            # Loading: live, not ready (gRPC health says the same, for grpc probes); inference
+            # is UNAVAILABLE (retry later), not an error.
             assert (await stub("ServerLive", pb.ServerLiveRequest(), pb.ServerLiveResponse)).live
             ready = await stub("ServerReady", pb.ServerReadyRequest(), pb.ServerReadyResponse)
             assert not ready.ready
             with pytest.raises(grpc.aio.AioRpcError) as failed:
                 await stub.infer(raw_request(ROWS[:1]))
             assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
+            for service in ("", "ready", MODEL_NAME):
+                assert await stub.health(service) == health_pb2.HealthCheckResponse.NOT_SERVING
+            assert await stub.health("live") == health_pb2.HealthCheckResponse.SERVING
             gate.set()
             await asyncio.to_thread(_wait_ready, server)
+            for service in ("", "ready", MODEL_NAME, "live"):
+                assert await stub.health(service) == health_pb2.HealthCheckResponse.SERVING
+            with pytest.raises(grpc.aio.AioRpcError) as failed:
+                await stub.health("other")
+            assert failed.value.code() == grpc.StatusCode.NOT_FOUND
             # More rows than the queue holds: too large, whatever the load.
             with pytest.raises(grpc.aio.AioRpcError) as failed:
                 await stub.infer(raw_request(ROWS[:5]))
