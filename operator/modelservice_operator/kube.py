@@ -158,6 +158,27 @@ class Kube:
             raise ApiError(409, f"{manifest['kind']} {meta['name']} exists but cannot be read")
         return existing, False
 
+    async def apply(
+        self, manifest: dict[str, Any], *, force: bool, manager: str = MANAGED_BY
+    ) -> dict[str, Any]:
+        """Server-side apply ``manifest`` under field manager ``manager``; return the object.
+
+        ``force`` takes over fields another manager set (only for fields we own); without
+        it such a field is a 409 conflict.
+        """
+        meta = manifest["metadata"]
+        query = [("fieldManager", manager)]
+        if force:
+            query.append(("force", "true"))
+        obj: dict[str, Any] = await self._call(
+            "PATCH",
+            KINDS[manifest["kind"]].path(meta["namespace"], meta["name"]),
+            body=manifest,
+            query=query,
+            content_type="application/apply-patch+yaml",
+        )
+        return obj
+
     async def json_patch(
         self, kind: str, namespace: str, name: str, ops: list[dict[str, Any]]
     ) -> dict[str, Any]:

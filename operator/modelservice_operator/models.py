@@ -117,6 +117,17 @@ class TrainingSpec(PodSpecFields):
     seed: int | None = Field(None, ge=0)
     backoff_limit: int = Field(2, ge=0, le=100)
     active_deadline_seconds: int | None = Field(None, ge=1)
+    history_limit: int = Field(3, ge=1, le=100)
+
+    def identity(self) -> dict[str, Any]:
+        """What makes a model version: the wire form less bookkeeping (``historyLimit``).
+
+        Its hash names the training Job, so a field added here would retrain every
+        ModelService on an operator upgrade; bookkeeping fields stay out of it.
+        """
+        wire = self.wire()
+        wire.pop("historyLimit", None)
+        return wire
 
 
 class ModelRef(_Wire):
@@ -303,6 +314,7 @@ class ModelServiceStatus(_StatusWire):
     training: TrainingStatus | None = None
     serving: ServingStatus | None = None
     versions: list[ModelVersionRecord] = Field(default_factory=list)
+    highest_version: int | None = None
 
 
 class ModelService(_Wire):

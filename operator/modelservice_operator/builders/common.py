@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from ..models import GPUSpec, PodSpecFields, ResourceRequirements
 from ..names import (
@@ -15,13 +15,13 @@ from ..names import (
     predictor_name,
     stable_hash,
 )
-from ..settings import OperatorSettings
 
 __all__ = [
     "MODELS_MOUNT",
     "RUN_AS",
     "ModelVolume",
     "Owner",
+    "PodDefaults",
     "child_metadata",
     "container_env",
     "container_resources",
@@ -33,6 +33,35 @@ __all__ = [
 
 MODELS_MOUNT = "/models"
 RUN_AS = 1000
+
+
+class PodDefaults(Protocol):
+    """What the builders take from the operator's configuration (passed in, never read)."""
+
+    @property
+    def default_image(self) -> str:
+        """Image of training and serving pods whose spec names none."""
+        ...
+
+    @property
+    def image_pull_policy(self) -> str:
+        """Pull policy of every child pod."""
+        ...
+
+    @property
+    def gpu_resource(self) -> str:
+        """Extended resource of a GPU when the spec names none."""
+        ...
+
+    @property
+    def gpu_toleration_key(self) -> str:
+        """Taint key that GPU pods tolerate."""
+        ...
+
+    @property
+    def gpu_product_label(self) -> str:
+        """Node label that selects a GPU product."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -146,14 +175,14 @@ def container_security_context() -> dict[str, Any]:
     }
 
 
-def _gpu_resource(gpu: GPUSpec, settings: OperatorSettings) -> str:
-    return gpu.resource or settings.gpu_resource
+def _gpu_resource(gpu: GPUSpec, defaults: PodDefaults) -> str:
+    return gpu.resource or defaults.gpu_resource
 
 
 def container_resources(
     resources: ResourceRequirements | None,
     gpu: GPUSpec | None,
-    settings: OperatorSettings,
+    defaults: PodDefaults,
     default_requests: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Container resources: the user's, plus GPUs as an extended-resource limit.
@@ -168,15 +197,15 @@ def container_resources(
         out["requests"] = dict(default_requests)
     if gpu is not None and gpu.count > 0:
         limits = dict(out.get("limits") or {})
-        limits[_gpu_resource(gpu, settings)] = gpu.count
+        limits[_gpu_resource(gpu, defaults)] = gpu.count
         out["limits"] = limits
         requests = out.get("requests")
-        if requests is not None and _gpu_resource(gpu, settings) in requests:
-            requests[_gpu_resource(gpu, settings)] = gpu.count
+        if requests is not None and _gpu_resource(gpu, defaults) in requests:
+            requests[_gpu_resource(gpu, defaults)] = gpu.count
     return out
 
 
-def pod_scheduling(pod: PodSpecFields, settings: OperatorSettings) -> dict[str, Any]:
+def pod_scheduling(pod: PodSpecFields, defaults: PodDefaults) -> dict[str, Any]:
     """Scheduling fields of a pod spec: selector, tolerations, affinity, priority, SA.
 
     A GPU ask adds the GPU taint's toleration and, with a product, the product node label.
@@ -186,9 +215,9 @@ def pod_scheduling(pod: PodSpecFields, settings: OperatorSettings) -> dict[str, 
     tolerations = [t.wire() for t in pod.tolerations or []]
     if pod.gpu is not None and pod.gpu.count > 0:
         if pod.gpu.product:
-            node_selector[settings.gpu_product_label] = pod.gpu.product
+            node_selector[defaults.gpu_product_label] = pod.gpu.product
         gpu_toleration = {
-            "key": settings.gpu_toleration_key,
+            "key": defaults.gpu_toleration_key,
             "operator": "Exists",
             "effect": "NoSchedule",
         }

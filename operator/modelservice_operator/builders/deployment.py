@@ -12,10 +12,10 @@ from ..names import (
     predictor_selector,
     stable_hash,
 )
-from ..settings import OperatorSettings
 from .common import (
     ModelVolume,
     Owner,
+    PodDefaults,
     child_metadata,
     container_env,
     container_resources,
@@ -92,7 +92,7 @@ def build_deployment(
     version: int | None,
     model_dir: str,
     model_volume: ModelVolume | None,
-    settings: OperatorSettings,
+    defaults: PodDefaults,
     model_uri: str | None = None,
 ) -> dict[str, Any]:
     """Return the predictor Deployment serving ``model_dir`` (version ``version``).
@@ -118,8 +118,8 @@ def build_deployment(
         volumes.insert(0, model_volume.volume())
     container: dict[str, Any] = {
         "name": "server",
-        "image": serving.image or settings.default_image,
-        "imagePullPolicy": settings.image_pull_policy,
+        "image": serving.image or defaults.default_image,
+        "imagePullPolicy": defaults.image_pull_policy,
         "command": ["python", "-m", "modelservice_serving"],
         "args": _server_args(serving, owner.name, model_dir, model_uri, grace),
         "ports": [
@@ -128,7 +128,7 @@ def build_deployment(
         ],
         "env": container_env(serving, [{"name": "HOME", "value": "/tmp"}]),
         "resources": container_resources(
-            serving.resources, serving.gpu, settings, DEFAULT_SERVING_REQUESTS
+            serving.resources, serving.gpu, defaults, DEFAULT_SERVING_REQUESTS
         ),
         "securityContext": container_security_context(),
         "startupProbe": _probe("/v2/health/live", 5, 60),
@@ -158,7 +158,7 @@ def build_deployment(
                 "enableServiceLinks": False,
                 "containers": [container],
                 "volumes": volumes,
-                **pod_scheduling(serving, settings),
+                **pod_scheduling(serving, defaults),
             },
         },
     }

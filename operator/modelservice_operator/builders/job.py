@@ -11,11 +11,11 @@ from ..names import (
     job_name,
     training_hash,
 )
-from ..settings import OperatorSettings
 from .common import (
     MODELS_MOUNT,
     ModelVolume,
     Owner,
+    PodDefaults,
     child_metadata,
     container_env,
     container_resources,
@@ -63,22 +63,22 @@ def build_job(
     training: TrainingSpec,
     version: int,
     store: ModelVolume,
-    settings: OperatorSettings,
+    defaults: PodDefaults,
 ) -> dict[str, Any]:
     """Return the Job that trains ``version`` from ``training`` into ``store``."""
-    spec_hash = training_hash(training.wire())
+    spec_hash = training_hash(training.identity())
     name = job_name(owner.name, spec_hash)
     version_label = {LABEL_VERSION: str(version)}
     pod_labels = {**child_metadata(owner, name, "training")["labels"], **version_label}
     container: dict[str, Any] = {
         "name": "train",
-        "image": training.image or settings.default_image,
-        "imagePullPolicy": settings.image_pull_policy,
+        "image": training.image or defaults.default_image,
+        "imagePullPolicy": defaults.image_pull_policy,
         "command": ["python", "-m", "modelservice_serving"],
         "args": training_args(training, version),
         "env": container_env(training, [{"name": "HOME", "value": "/tmp"}]),
         "resources": container_resources(
-            training.resources, training.gpu, settings, DEFAULT_TRAINING_REQUESTS
+            training.resources, training.gpu, defaults, DEFAULT_TRAINING_REQUESTS
         ),
         "securityContext": container_security_context(),
         "terminationMessagePath": "/dev/termination-log",
@@ -90,7 +90,7 @@ def build_job(
         "securityContext": pod_security_context(),
         "containers": [container],
         "volumes": [store.volume(), {"name": "tmp", "emptyDir": {}}],
-        **pod_scheduling(training, settings),
+        **pod_scheduling(training, defaults),
     }
     template_meta: dict[str, Any] = {"labels": pod_labels}
     if training.pod_annotations:

@@ -31,8 +31,14 @@ def test_job_is_named_by_training_hash_and_carries_version(
 ) -> None:
     assert spec.training is not None
     job = build_job(owner, spec.training, 3, ModelVolume("digits-models", False), settings)
-    h = training_hash(spec.training.wire())
+    h = training_hash(spec.training.identity())
     assert job["metadata"]["name"] == f"digits-train-{h}"
+    # historyLimit is bookkeeping: the name (and so the version) does not depend on it, and
+    # names stay what operators before historyLimit computed (an upgrade retrains nothing).
+    before = {k: v for k, v in spec.training.wire().items() if k != "historyLimit"}
+    assert h == training_hash(before)
+    other = spec.training.model_copy(update={"history_limit": 9})
+    assert build_job(owner, other, 3, ModelVolume("digits-models", False), settings) == job
     assert len(h) == 8
     assert job["metadata"]["labels"]["modelservice.dev/version"] == "3"
     _owner_ref_ok(job, owner)

@@ -76,7 +76,7 @@ def finish_job(kube: FakeKube, accuracy: float | None, ok: bool = True) -> dict[
             "metadata": {
                 "name": job["metadata"]["name"] + "-abcde",
                 "namespace": NS,
-                "labels": {"job-name": job["metadata"]["name"]},
+                "labels": {"job-name": job["metadata"]["name"], "modelservice.dev/name": "digits"},
             },
             "status": {"phase": phase, "containerStatuses": [{"name": "train", "state": state}]},
         }
@@ -289,14 +289,14 @@ def test_merge_patch_diff() -> None:
 
 
 async def test_refused_child_is_reported_not_retried_forever(kube: FakeKube) -> None:
-    real_create = kube.create
+    real_apply = kube.apply
 
-    async def refuse_jobs(manifest: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    async def refuse_jobs(manifest: dict[str, Any], **kw: Any) -> dict[str, Any]:
         if manifest["kind"] == "Job":
             raise ApiError(422, 'Job.batch "x" is invalid: spec.template...: Invalid value')
-        return await real_create(manifest)
+        return await real_apply(manifest, **kw)
 
-    kube.create = refuse_jobs  # type: ignore[method-assign]
+    kube.apply = refuse_jobs  # type: ignore[method-assign]
     ms = await run(kube)
     assert ms["status"]["phase"] == "Failed"
     ready = conditions(ms)["Ready"]
@@ -351,7 +351,7 @@ async def test_live_training_progress_reaches_status(kube: FakeKube) -> None:
             "metadata": {
                 "name": pod,
                 "namespace": NS,
-                "labels": {"job-name": job["metadata"]["name"]},
+                "labels": {"job-name": job["metadata"]["name"], "modelservice.dev/name": "digits"},
             },
             "status": {
                 "phase": "Running",

@@ -105,10 +105,13 @@ def test_shape_mismatch_in_npz(tmp_path: Path) -> None:
 
 
 def test_existing_output_is_never_overwritten(tmp_path: Path) -> None:
-    (tmp_path / "v1").mkdir()
+    for taken in ("v1", "v3", ".v4.partial-x", "notes"):
+        (tmp_path / taken).mkdir()
     code, message = _train(tmp_path, "--output", str(tmp_path / "v1"))
     assert code == 1
     assert message["reason"] == "OutputExists"
+    # The operator's next version goes above what the store holds (a partial one is not).
+    assert message["highestVersion"] == 3
 
 
 def test_unwritable_output_under_a_file(tmp_path: Path) -> None:
