@@ -33,9 +33,14 @@ async def read_infer_request(request: Request, limit: int) -> dict[str, Any]:
     declared = request.headers.get(HEADER)
     if declared is None:
         return await payloads.read_json_object(request, limit)
+    return parse_infer_body(await _read_body(request, limit), declared)
+
+
+def parse_infer_body(body: bytes, declared: str) -> dict[str, Any]:
+    """A body sent with ``Inference-Header-Content-Length: declared``: its JSON header, with
+    each binary input's bytes attached as that input's ``data``."""
     if not declared.isdigit():
         raise InvalidRequestError(f"{HEADER} must be a byte count, got {declared!r}")
-    body = await _read_body(request, limit)
     header_length = int(declared)
     if header_length > len(body):
         raise InvalidRequestError(
