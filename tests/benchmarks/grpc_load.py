@@ -1,17 +1,19 @@
 """A closed-loop gRPC load generator for ModelInfer (the benchmark's ``wrk`` for gRPC).
 
 ``CONNECTIONS`` workers each keep one call in flight for ``SECONDS``; the workers share
-``CHANNELS`` HTTP/2 connections. The request is serialised once and sent as bytes through a
-generic unary method, so the client pays for the transport only, not for protobuf. Prints
-one JSON line: requests, errors, req/s, p50 and p99 in ms.
+``CHANNELS`` HTTP/2 connections. With ``--stream``, each channel carries one ModelStreamInfer
+call with its share of the ``CONNECTIONS`` requests in flight instead. The request is
+serialised once and sent as bytes through a generic method, so the client pays for the
+transport only, not for protobuf. Prints one JSON line: requests, errors, req/s, p50 and p99 in ms.
 
-Run: python grpc_load.py HOST:PORT MODEL SECONDS [--connections 32] [--channels 4]
+Run: python grpc_load.py HOST:PORT MODEL SECONDS [--connections 32] [--channels 4] [--stream]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import json
 import time
 
@@ -23,6 +25,7 @@ ROW = [0, 0, 5, 13, 9, 1, 0, 0, 0, 0, 13, 15, 10, 15, 5, 0, 0, 3, 15, 2, 0, 11, 
        0, 0, 8, 8, 0, 0, 5, 8, 0, 0, 9, 8, 0, 0, 4, 11, 0, 1, 12, 7, 0, 0, 2, 14, 5, 10, 12, 0,
        0, 0, 0, 6, 13, 10, 0, 0, 0]  # fmt: skip
 METHOD = "/inference.GRPCInferenceService/ModelInfer"
+STREAM_METHOD = "/inference.GRPCInferenceService/ModelStreamInfer"
 
 
 def _varint(value: int) -> bytes:
@@ -52,7 +55,9 @@ def infer_request(model: str) -> bytes:
     return _field(1, model.encode()) + _field(5, tensor) + _field(7, raw)
 
 
-async def run(target: str, model: str, seconds: float, connections: int, channels: int) -> dict:
+async def run(
+    target: str, model: str, seconds: float, connections: int, channels: int, streaming: bool
+) -> dict:
     request = infer_request(model)
     pool = [grpc.aio.insecure_channel(target) for _ in range(channels)]
     calls = [channel.unary_unary(METHOD) for channel in pool]  # bytes in, bytes out
@@ -74,10 +79,33 @@ async def run(target: str, model: str, seconds: float, connections: int, channel
                 continue
             latencies.append(time.perf_counter() - started)
 
+    async def stream(index: int) -> None:
+        """One ModelStreamInfer call keeping its share of the calls in flight; answers are
+        matched to requests in order (the server answers in completion order, which the
+        batcher keeps close to arrival order)."""
+        call = pool[index % len(pool)].stream_stream(STREAM_METHOD)()
+        sent: collections.deque[float] = collections.deque()
+        window = max(1, connections // len(pool))
+        for _ in range(window):
+            sent.append(time.perf_counter())
+            await call.write(request)
+        while sent:
+            answer = await call.read()
+            if answer is grpc.aio.EOF:
+                break
+            latencies.append(time.perf_counter() - sent.popleft())
+            if time.perf_counter() < deadline:
+                sent.append(time.perf_counter())
+                await call.write(request)
+        await call.done_writing()
+
     for channel in pool:
         await channel.channel_ready()
     started = time.perf_counter()
-    await asyncio.gather(*(worker(index) for index in range(connections)))
+    if streaming:
+        await asyncio.gather(*(stream(index) for index in range(channels)))
+    else:
+        await asyncio.gather(*(worker(index) for index in range(connections)))
     elapsed = time.perf_counter() - started
     for channel in pool:
         await channel.close()
@@ -98,6 +126,9 @@ def main() -> None:
     parser.add_argument("seconds", type=float)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--channels", type=int, default=4)
+    parser.add_argument(
+        "--stream", action="store_true", help="one ModelStreamInfer call per channel instead"
+    )
     args = parser.parse_args()
     try:
         import uvloop
@@ -105,7 +136,7 @@ def main() -> None:
         uvloop.install()
     except ImportError:
         pass
-    load = run(args.target, args.model, args.seconds, args.connections, args.channels)
+    load = run(args.target, args.model, args.seconds, args.connections, args.channels, args.stream)
     print(json.dumps(asyncio.run(load)))
 
 

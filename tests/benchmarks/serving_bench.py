@@ -210,10 +210,13 @@ def wrk(url: str, body: str, seconds: float, connections: int, cpu: str, workdir
     return parse_wrk(completed.stdout)
 
 
-def grpc_load(grpc_port: int, seconds: float, connections: int, cpu: str) -> Result:
+def grpc_load(
+    grpc_port: int, seconds: float, connections: int, cpu: str, stream: bool = False
+) -> Result:
     completed = subprocess.run(
         ["taskset", "-c", cpu, sys.executable, str(HERE / "grpc_load.py"),
-         f"127.0.0.1:{grpc_port}", MODEL_NAME, str(seconds), "--connections", str(connections)],
+         f"127.0.0.1:{grpc_port}", MODEL_NAME, str(seconds), "--connections", str(connections),
+         *(["--stream"] if stream else [])],
         capture_output=True, text=True, check=True, timeout=seconds + 60,
     )  # fmt: skip
     out = json.loads(completed.stdout.strip().splitlines()[-1])
@@ -268,6 +271,7 @@ def targets(model_dir: Path, args: argparse.Namespace, workdir: Path) -> list[Ta
         Target("modelservice-serving (V2)", "ours", serve, f"/v2/models/{MODEL_NAME}/infer",
                V2_BODY),
         Target("modelservice-serving (gRPC)", "ours", serve, "grpc", ""),
+        Target("modelservice-serving (gRPC stream)", "ours", serve, "grpc-stream", ""),
         Target("floor: bare ASGI + orjson", "floor",
                [sys.executable, str(HERE / "bare_floor.py"), "{port}"],
                f"/v1/models/{MODEL_NAME}:predict", V1_BODY),
@@ -357,7 +361,9 @@ def table(results: list[Result]) -> str:
     for r in results:
         vs_best = f"{r.rps / best.rps:.2f}" if best and best.rps else "n/a"
         vs_floor = f"{r.rps / floor.rps:.2f}" if floor and floor.rps else "n/a"
-        endpoint = "gRPC ModelInfer" if r.path == "grpc" else f"`{r.path}`"
+        endpoint = {"grpc": "gRPC ModelInfer", "grpc-stream": "gRPC ModelStreamInfer"}.get(
+            r.path, f"`{r.path}`"
+        )
         lines.append(
             f"| {r.name} | {endpoint} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | "
             f"{r.errors} | {r.cpu_us_per_request:,.0f} | {r.cold_start_s:.2f} "
@@ -371,7 +377,10 @@ def verdicts(results: list[Result]) -> list[str]:
     """Each target of issue 11 with the measured ratio: met or missed, and by how much."""
     peers = [r for r in results if r.role == "peer"]
     best = max(peers, key=lambda r: r.rps, default=None)
-    v1, v2, grpc_row = (_row(results, f"modelservice-serving ({p})") for p in ("V1", "V2", "gRPC"))
+    named = {r.name: r for r in results}
+    v1, v2, grpc_row, stream_row = (
+        named.get(f"modelservice-serving ({p})") for p in ("V1", "V2", "gRPC", "gRPC stream")
+    )
     floor = _row(results, "floor: bare ASGI")
     ours = max((r for r in (v1, v2) if r), key=lambda r: r.rps, default=None)
     lines: list[str] = []
@@ -391,8 +400,11 @@ def verdicts(results: list[Result]) -> list[str]:
         check("our V1 req/s ÷ bare floor's", v1.rps / floor.rps, 0.9,
               f"{v1.rps:,.0f} vs {floor.rps:,.0f}")  # fmt: skip
     if grpc_row and v2:
-        check("our gRPC req/s ÷ our HTTP V2 req/s", grpc_row.rps / v2.rps, 1.5,
-              f"{grpc_row.rps:,.0f} vs {v2.rps:,.0f}")  # fmt: skip
+        check("our gRPC (unary ModelInfer) req/s ÷ our HTTP V2 req/s", grpc_row.rps / v2.rps,
+              1.5, f"{grpc_row.rps:,.0f} vs {v2.rps:,.0f}")  # fmt: skip
+    if stream_row and v2:
+        check("our gRPC (ModelStreamInfer) req/s ÷ our HTTP V2 req/s", stream_row.rps / v2.rps,
+              1.5, f"{stream_row.rps:,.0f} vs {v2.rps:,.0f}")  # fmt: skip
     if v1:
         check("our cold start, s (process start to ready; target < 3)", v1.cold_start_s, 3.0,
               f"CPU until ready {v1.cold_start_cpu_s:.2f} s; peers' in the table",
@@ -531,10 +543,11 @@ def measure(
     target: Target, port: int, grpc_port: int, args: argparse.Namespace, workdir: Path, sid: int
 ) -> Result:
     """Warm-up, then the measured run, with the server's CPU time over it."""
-    if target.path == "grpc":
+    if target.path.startswith("grpc"):
+        stream = target.path == "grpc-stream"
 
         def load(seconds: float) -> Result:
-            return grpc_load(grpc_port, seconds, args.connections, args.load_cpu)
+            return grpc_load(grpc_port, seconds, args.connections, args.load_cpu, stream)
     else:
         url = f"http://127.0.0.1:{port}{target.path}"
 

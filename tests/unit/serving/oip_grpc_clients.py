@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import queue
 import sys
 from typing import Any
 
@@ -45,7 +46,9 @@ def triton(target: str, model: str) -> dict[str, Any]:
             errors[case] = "OK"
         except InferenceServerException as exc:
             errors[case] = str(exc.status())
+    streamed = _triton_stream(client, triton_grpc, model)
     return {
+        "streamed": streamed,
         "live": client.is_server_live(),
         "ready": client.is_server_ready(),
         "model_ready": client.is_model_ready(model),
@@ -55,6 +58,31 @@ def triton(target: str, model: str) -> dict[str, Any]:
         "outputs": result.as_numpy("output_0").tolist(),
         "errors": errors,
     }
+
+
+def _triton_stream(client: Any, triton_grpc: Any, model: str) -> dict[str, Any]:
+    """ModelStreamInfer: one request per row and one bad request on one stream."""
+    answers: queue.Queue[tuple[Any, Any]] = queue.Queue()
+    client.start_stream(callback=lambda result, error: answers.put((result, error)))
+    try:
+        for index, row in enumerate(ROWS):
+            tensor = triton_grpc.InferInput("inputs", [1, 64], "FP32")
+            tensor.set_data_from_numpy(row[None, :])
+            client.async_stream_infer(model, [tensor], request_id=f"s-{index}")
+        bad = triton_grpc.InferInput("inputs", [1, 32], "FP32")
+        bad.set_data_from_numpy(ROWS[:1, :32])
+        client.async_stream_infer(model, [bad], request_id="s-bad")
+        rows: dict[str, Any] = {}
+        errors: list[str] = []
+        for _ in range(len(ROWS) + 1):
+            result, error = answers.get(timeout=60)
+            if error is not None:
+                errors.append(str(error))
+            else:
+                rows[result.get_response().id] = result.as_numpy("output_0")[0].tolist()
+    finally:
+        client.stop_stream()
+    return {"outputs": [rows[f"s-{index}"] for index in range(len(ROWS))], "errors": errors}
 
 
 def kserve(target: str, model: str) -> dict[str, Any]:

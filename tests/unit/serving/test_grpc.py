@@ -295,6 +295,11 @@ async def test_tritonclient_grpc_works_unchanged(default_server: RunningServer) 
     ]
     assert result["id"] == "r-1"
     np.testing.assert_allclose(result["outputs"], await _expected(default_server), rtol=1e-5)
+    # ModelStreamInfer: each row answered under its id; the bad request answered with its
+    # error while the stream goes on.
+    np.testing.assert_allclose(result["streamed"]["outputs"], result["outputs"], rtol=1e-5)
+    (error,) = result["streamed"]["errors"]
+    assert "expects [-1, 64]" in error
     assert result["errors"] == {
         "unknown_model": "StatusCode.NOT_FOUND",
         "wrong_datatype": "StatusCode.INVALID_ARGUMENT",
