@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -14,6 +15,7 @@ __all__ = [
     "diagnose_pods",
     "parse_progress",
     "parse_result",
+    "store_holds",
 ]
 
 # Container waiting reasons that mean the pod will not become ready by itself soon.
@@ -69,6 +71,8 @@ def _get(obj: dict[str, Any] | None, *path: str) -> Any:
     return cur
 
 
+# "output '/models/v3' already exists": the version a trainer found taken.
+_VERSION_IN_MESSAGE = re.compile(r"/v(\d+)'? (?:already exists|appeared)")
 # First words of the serving container's termination message when the model cannot load.
 SERVER_FAILURES = ("ModelDownloadFailed: ", "ModelLoadFailed: ")
 
@@ -249,3 +253,25 @@ def diagnose_job(job: dict[str, Any], pods: list[dict[str, Any]]) -> JobOutcome:
     if stuck is not None:
         return JobOutcome("Pending", stuck.reason, stuck.message, stuck=stuck)
     return JobOutcome("Pending", "Pending", "waiting for the training pod to start")
+
+
+def store_holds(pods: list[dict[str, Any]]) -> int | None:
+    """The highest version a training pod found already in the model store, or None.
+
+    A trainer refuses to overwrite a version (``OutputExists``) and reports the highest
+    version the store holds (``highestVersion``; from its message when an older trainer
+    left it out). The Job has then no future: every retry finds the same directory.
+    """
+    found: int | None = None
+    for pod in pods:
+        _, message = _termination(pod)
+        result = parse_result(message)
+        if result is None or result.get("reason") != "OutputExists":
+            continue
+        highest = result.get("highestVersion")
+        if not isinstance(highest, int):
+            match = _VERSION_IN_MESSAGE.search(str(result.get("message") or ""))
+            highest = int(match.group(1)) if match else None
+        if highest is not None:
+            found = max(found or 0, highest)
+    return found

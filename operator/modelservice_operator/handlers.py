@@ -1,20 +1,27 @@
-"""Thin kopf handlers: every way a ModelService can need attention calls the one reconcile.
+"""Thin kopf handlers: watch-fed caches, and every way a ModelService needs attention.
+
+Reads come from kopf indexes, fed by watches the API server filters by label
+(``modelservice.dev/name``): one index of ModelServices and one per child kind, keyed by
+``(namespace, ModelService name)``. kopf runs no other handler until every index holds its
+initial listing, so a reconcile never mistakes a cache still filling for a missing child.
+
+A reconcile runs on:
 
 - create, update and resume (kopf's change handlers);
 - an event of one of its children (a Job finished, a Deployment's availability moved, a pod
   got stuck), so that status follows the cluster at once rather than at the next tick;
-- a periodic resync of every known ModelService, for drift nobody announces.
+- a periodic resync that walks the cache, spread over the interval rather than in a burst.
 
 None of them reconciles in place: each adds the ModelService's key to one work queue
 (workqueue.py), which runs at most ``max_concurrent_reconciles`` at once, never one object
 twice at a time, and backs a failing object off alone (exponential with jitter, at least the
-API's Retry-After) while the others carry on.
+API's Retry-After) while the others carry on. With leader election on, only the replica that
+holds the Lease (leader.py) starts its watches.
 
-The resync is a plain task fed by an event handler instead of a ``kopf.timer``: kopf puts a
-finalizer on every object a timer serves, and a finalizer would leave ModelServices stuck in
-Terminating whenever the operator is not running (uninstalled, crash-looping, scaled to
-zero). Children are removed by garbage collection through their ownerReferences, so the
-operator needs no finalizer at all.
+The resync is a plain task instead of a ``kopf.timer``: kopf puts a finalizer on every object
+a timer serves, and a finalizer would leave ModelServices stuck in Terminating whenever the
+operator is not running. Children go by garbage collection (ownerReferences), so the operator
+needs no finalizer; a deleted ModelService is forgotten (lock, phase gauge, cache overlay).
 """
 
 from __future__ import annotations
@@ -26,53 +33,83 @@ from typing import Any
 
 import kopf
 
-from . import leader, metrics
+from . import leader, metrics, redaction
 from .backoff import BackoffPolicy
+from .cache import CHILD_KINDS, MODELSERVICE_INDEX, IndexSource, index_id, snapshot
 from .kube import ApiError, Kube, connect
 from .names import GROUP, LABEL_NAME, PLURAL, VERSION
-from .reconciler import reconcile
+from .reconciler import forget, reconcile
 from .settings import OperatorSettings, get_settings
 from .workqueue import WorkQueue
 
-__all__ = ["close", "configure", "on_change", "on_child_event", "track"]
+__all__ = ["close", "configure", "on_change", "on_child_event", "on_modelservice_event"]
 
 log = logging.getLogger(__name__)
 STORAGE_PREFIX = "kopf.modelservice.dev"
-# Children whose changes should reach the owner's status at once.
-CHILD_RESOURCES = (("batch", "v1", "jobs"), ("apps", "v1", "deployments"), ("v1", "pods"))
+# Children whose changes should reach the owner's status at once (the others' drift is
+# repaired by the resync).
+NUDGING_KINDS = ("Job", "Deployment", "Pod")
 # Bursts of child events (a rollout touches many pods) coalesce into one reconcile.
 CHILD_EVENT_DEBOUNCE_S = 0.5
 
 Key = tuple[str, str]
 
 
+def _index_child(
+    body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any
+) -> dict[Key, dict[str, Any]] | None:
+    """Index a child under its ModelService's (namespace, name)."""
+    owner = labels.get(LABEL_NAME)
+    if not namespace or not owner:
+        return None
+    return {(namespace, owner): snapshot(body)}
+
+
+for _kind, _selector in CHILD_KINDS.items():
+    kopf.index(*_selector, id=index_id(_kind), labels={LABEL_NAME: kopf.PRESENT})(_index_child)
+
+
+@kopf.index(GROUP, VERSION, PLURAL, id=MODELSERVICE_INDEX)
+def _index_modelservice(
+    body: kopf.Body, namespace: str | None, name: str, **_: Any
+) -> dict[Key, dict[str, Any]] | None:
+    """Index every ModelService by (namespace, name)."""
+    return {(namespace, name): snapshot(body)} if namespace else None
+
+
 @kopf.on.startup()
-async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
     """Keep kopf's bookkeeping in annotations (status is ours), quiet events, no peering.
 
-    With leader election on, this waits until this replica holds the Lease: kopf starts its
-    watches only after the startup handlers, so a standby makes no request but the Lease's.
+    kopf hands every index to every handler as a keyword named by its id; the index objects
+    live as long as the operator, so the reconciler keeps them. With leader election on, this
+    waits until this replica holds the Lease: kopf starts its watches only after the startup
+    handlers, so a standby makes no request but the Lease's.
     """
+    ids = [MODELSERVICE_INDEX, *(index_id(kind) for kind in CHILD_KINDS)]
+    indices: dict[str, Any] = {i: kwargs[i] for i in ids}
     config = get_settings()
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=STORAGE_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=STORAGE_PREFIX, key="last-handled-configuration"
     )
     settings.posting.level = logging.WARNING
+    redaction.install()
     # One active replica is the Lease's business (leader.py), not kopf peering's.
     settings.peering.standalone = True
     settings.watching.server_timeout = 300
     settings.networking.request_timeout = 60
     # Watch only this operator's children, filtered by the API server, not every pod.
-    for resource in CHILD_RESOURCES:
-        settings.watching.label_selectors[resource] = LABEL_NAME
+    for selector in CHILD_KINDS.values():
+        settings.watching.label_selectors[selector] = LABEL_NAME  # type: ignore[index]
     if config.metrics_port:  # a standby is scraped too: its target is up, its counts zero
         memo["metrics"] = metrics.serve(config.metrics_port)
     memo["kube"] = kube = await connect(metrics.observe_api_call)
     if config.leader_election:
         memo["lease"] = await leader.lead(kube, config)
-    memo["known"] = set()
+    memo["source"] = IndexSource(indices)
     memo["queue"] = _start_queue(memo, config)
+    memo["indexed"] = asyncio.Event()  # set by the first resource handler (_set_indexed)
     memo["resync"] = asyncio.create_task(_resync_forever(memo, config.reconcile_interval_s))
 
 
@@ -100,8 +137,11 @@ async def close(memo: kopf.Memo, **_: Any) -> None:
 
 async def _reconcile(namespace: str, name: str, memo: kopf.Memo) -> None:
     kube = memo["kube"]
+    source = memo["source"]
     assert isinstance(kube, Kube)
-    await reconcile(kube, {"metadata": {"namespace": namespace, "name": name}}, get_settings())
+    assert isinstance(source, IndexSource)
+    body = {"metadata": {"namespace": namespace, "name": name}}
+    await reconcile(kube, body, get_settings(), source)
 
 
 def _start_queue(memo: kopf.Memo, config: OperatorSettings) -> WorkQueue[Key]:
@@ -131,48 +171,63 @@ def _queue(memo: kopf.Memo) -> WorkQueue[Key]:
 async def on_change(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
     """A ModelService appeared, changed, or was found at startup: reconcile it (queued)."""
     assert namespace, "ModelService is namespaced"
+    _set_indexed(memo)
     _queue(memo).add((namespace, name))
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-async def track(
+async def on_modelservice_event(
     event: kopf.RawEvent, namespace: str | None, name: str, memo: kopf.Memo, **_: Any
 ) -> None:
-    """Remember which ModelServices this operator serves, for the periodic resync."""
-    assert namespace, "ModelService is namespaced"
-    known: set[Key] = memo["known"]
-    if event.get("type") == "DELETED":
-        known.discard((namespace, name))
-        _queue(memo).forget((namespace, name))
-    else:
-        known.add((namespace, name))
+    """Forget a deleted ModelService: its lock, its phase gauge, its queue entry and writes."""
+    _set_indexed(memo)
+    if event.get("type") != "DELETED" or not namespace:
+        return
+    forget(namespace, name)
+    _queue(memo).forget((namespace, name))
+    source = memo.get("source")
+    if isinstance(source, IndexSource):
+        source.overlay.forget(namespace, name)
 
 
-@kopf.on.event("batch", "v1", "jobs", labels={LABEL_NAME: kopf.PRESENT})
-@kopf.on.event("apps", "v1", "deployments", labels={LABEL_NAME: kopf.PRESENT})
-@kopf.on.event("v1", "pods", labels={LABEL_NAME: kopf.PRESENT})
 async def on_child_event(
     namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **_: Any
 ) -> None:
     """A child moved: reconcile its ModelService soon instead of at the next tick."""
     owner = labels.get(LABEL_NAME)
-    known: set[Key] = memo["known"]
-    if not namespace or not owner or (namespace, owner) not in known:
+    source = memo["source"]
+    assert isinstance(source, IndexSource)
+    if not namespace or not owner or (namespace, owner) not in source.indices[MODELSERVICE_INDEX]:
         return
     # The queue keeps the earliest due time: a burst of events is one reconcile.
     _queue(memo).add((namespace, owner), delay=CHILD_EVENT_DEBOUNCE_S)
 
 
-async def _resync_forever(memo: kopf.Memo, interval_s: float) -> None:
-    """Reconcile every known ModelService each ``interval_s``: level, not edges.
+for _kind in NUDGING_KINDS:
+    kopf.on.event(*CHILD_KINDS[_kind], labels={LABEL_NAME: kopf.PRESENT})(on_child_event)
 
-    The keys are spread evenly over the interval rather than queued in one burst; a key
-    that is backing off waits for its own time, and failures are the queue's business.
+
+async def _resync_forever(memo: kopf.Memo, interval_s: float) -> None:
+    """Queue every cached ModelService once per ``interval_s``, spread evenly over it.
+
+    A key that is backing off waits for its own time; failures are the queue's business.
     """
-    known: set[Key] = memo["known"]
+    source = memo["source"]
+    indexed = memo["indexed"]
+    assert isinstance(source, IndexSource)
+    assert isinstance(indexed, asyncio.Event)
+    await indexed.wait()
     queue = _queue(memo)
     while True:
         await asyncio.sleep(interval_s)
-        keys = sorted(known)
+        keys = source.model_services()
         for index, key in enumerate(keys):
             queue.add(key, delay=interval_s * index / len(keys))
+
+
+def _set_indexed(memo: kopf.Memo) -> None:
+    # kopf calls no resource handler before every index holds its initial listing, and the
+    # resync must not take a cache still filling for the truth.
+    indexed = memo["indexed"]
+    assert isinstance(indexed, asyncio.Event)
+    indexed.set()

@@ -19,6 +19,8 @@ from typing import Any
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from modelservice_serving.redact import redact_json, redact_text
+
 from .backoff import parse_retry_after
 from .names import GROUP, MANAGED_BY, PLURAL, VERSION
 
@@ -60,6 +62,7 @@ KINDS: dict[str, Resource] = {
     "PersistentVolumeClaim": Resource("v1", "persistentvolumeclaims"),
     "Event": Resource("v1", "events"),
     "Deployment": Resource("apps/v1", "deployments"),
+    "NetworkPolicy": Resource("networking.k8s.io/v1", "networkpolicies"),
     "Job": Resource("batch/v1", "jobs"),
     "HorizontalPodAutoscaler": Resource("autoscaling/v2", "horizontalpodautoscalers"),
     "PodDisruptionBudget": Resource("policy/v1", "poddisruptionbudgets"),
@@ -180,6 +183,27 @@ class Kube:
             raise ApiError(409, f"{manifest['kind']} {meta['name']} exists but cannot be read")
         return existing, False
 
+    async def apply(
+        self, manifest: dict[str, Any], *, force: bool, manager: str = MANAGED_BY
+    ) -> dict[str, Any]:
+        """Server-side apply ``manifest`` under field manager ``manager``; return the object.
+
+        ``force`` takes over fields another manager set (only for fields we own); without
+        it such a field is a 409 conflict.
+        """
+        meta = manifest["metadata"]
+        query = [("fieldManager", manager)]
+        if force:
+            query.append(("force", "true"))
+        obj: dict[str, Any] = await self._call(
+            "PATCH",
+            KINDS[manifest["kind"]].path(meta["namespace"], meta["name"]),
+            body=manifest,
+            query=query,
+            content_type="application/apply-patch+yaml",
+        )
+        return obj
+
     async def replace(
         self, kind: str, namespace: str, name: str, body: dict[str, Any]
     ) -> dict[str, Any]:
@@ -235,11 +259,15 @@ class Kube:
     async def patch_status(
         self, namespace: str, name: str, status: dict[str, Any]
     ) -> dict[str, Any]:
-        """Merge-patch ``status`` of a ModelService through the status subresource."""
+        """Merge-patch ``status`` of a ModelService through the status subresource.
+
+        Every URL in it is redacted (no user info, no query string): status is readable by
+        whoever may read the ModelService.
+        """
         obj: dict[str, Any] = await self._call(
             "PATCH",
             KINDS["ModelService"].path(namespace, name, "status"),
-            body={"status": status},
+            body={"status": redact_json(status)},
             query=_field_manager(),
             content_type="application/merge-patch+json",
         )
@@ -293,7 +321,7 @@ class Kube:
             },
             "type": type_,
             "reason": reason,
-            "message": message[:1024],
+            "message": redact_text(message)[:1024],
             "firstTimestamp": now,
             "lastTimestamp": now,
             "count": 1,

@@ -13,6 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
 __all__ = [
+    "AccessSpec",
+    "AuthSpec",
     "AutoscalingSpec",
     "BatchingSpec",
     "Condition",
@@ -26,9 +28,12 @@ __all__ = [
     "ModelStatus",
     "ModelVersionRecord",
     "Phase",
+    "PodPeer",
     "PodSpecFields",
     "QualityGateSpec",
     "ResourceRequirements",
+    "SecretKeyRef",
+    "SecretReference",
     "ServingSpec",
     "ServingStatus",
     "StorageSpec",
@@ -88,6 +93,12 @@ class GPUSpec(_Wire):
     resource: str | None = Field(None, max_length=253)
 
 
+class SecretReference(_Wire):
+    """A Secret in the ModelService's namespace, mounted into a pod as files."""
+
+    secret_name: str = Field(min_length=1, max_length=253)
+
+
 class PodSpecFields(_Wire):
     """Pod-level settings shared by training and serving."""
 
@@ -107,6 +118,7 @@ class TrainingSpec(PodSpecFields):
     """How to train a model version: data, hyperparameters, and the Job's pod."""
 
     dataset: str = Field(max_length=2048)
+    dataset_credentials: SecretReference | None = None
     label_column: str | None = Field(None, max_length=253)
     epochs: int = Field(10, ge=1, le=10000)
     batch_size: int = Field(32, ge=1, le=65536)
@@ -117,12 +129,24 @@ class TrainingSpec(PodSpecFields):
     seed: int | None = Field(None, ge=0)
     backoff_limit: int = Field(2, ge=0, le=100)
     active_deadline_seconds: int | None = Field(None, ge=1)
+    history_limit: int = Field(3, ge=1, le=100)
+
+    def identity(self) -> dict[str, Any]:
+        """What makes a model version: the wire form less bookkeeping (``historyLimit``).
+
+        Its hash names the training Job, so a field added here would retrain every
+        ModelService on an operator upgrade; bookkeeping fields stay out of it.
+        """
+        wire = self.wire()
+        wire.pop("historyLimit", None)
+        return wire
 
 
 class ModelRef(_Wire):
     """An existing model to serve (``uri``) and/or a version pin."""
 
     uri: str | None = Field(None, max_length=2048)
+    credentials: SecretReference | None = None
     version: int | None = Field(None, ge=1)
 
 
@@ -189,6 +213,35 @@ class AutoscalingSpec(_Wire):
     scale_down_stabilization_seconds: int | None = Field(None, ge=0, le=3600)
 
 
+class PodPeer(_Wire):
+    """Pods, by labels, in a namespace (default: the ModelService's)."""
+
+    namespace: str | None = Field(None, min_length=1, max_length=63)
+    match_labels: dict[str, str]
+
+
+class AccessSpec(_Wire):
+    """Who may reach the predictor (a NetworkPolicy)."""
+
+    same_namespace: bool = True
+    namespaces: list[str] = Field(default_factory=list, max_length=32)
+    pods: list[PodPeer] = Field(default_factory=list, max_length=32)
+    metrics_namespaces: list[str] = Field(default_factory=list, max_length=16)
+
+
+class SecretKeyRef(_Wire):
+    """A key of a Secret in the ModelService's namespace."""
+
+    name: str = Field(min_length=1, max_length=253)
+    key: str = Field("token", min_length=1, max_length=253)
+
+
+class AuthSpec(_Wire):
+    """Bearer-token authentication of the predictor."""
+
+    secret_ref: SecretKeyRef
+
+
 class ServingSpec(PodSpecFields):
     """The predictor: replicas bounds, batching, autoscaling and the pods."""
 
@@ -197,6 +250,9 @@ class ServingSpec(PodSpecFields):
     batching: BatchingSpec | None = None
     autoscaling: AutoscalingSpec | None = None
     termination_grace_period_seconds: int | None = Field(None, ge=1, le=3600)
+    access: AccessSpec | None = None
+    auth: AuthSpec | None = None
+    docs: bool | None = None
 
     @property
     def effective_max_replicas(self) -> int:
@@ -208,6 +264,7 @@ class StorageSpec(_Wire):
     """Where model versions live: a PVC the operator creates or an existing one."""
 
     existing_claim: str | None = Field(None, max_length=253)
+    retain_on_delete: bool = True
     size: Quantity = "1Gi"
     storage_class_name: str | None = Field(None, max_length=253)
     access_modes: list[AccessMode] = Field(
@@ -257,6 +314,11 @@ class ModelVersionRecord(_StatusWire):
     trained_at: str | None = None
     quality_gate: Literal["Passed", "Failed"] | None = None
     promoted_at: str | None = None
+    gated_at: str | None = None
+    dataset_uri: str | None = None
+    dataset_sha256: str | None = None
+    hyperparameters: dict[str, Any] | None = None
+    image_digest: str | None = None
 
 
 class TrainingStatus(_StatusWire):
@@ -303,6 +365,7 @@ class ModelServiceStatus(_StatusWire):
     training: TrainingStatus | None = None
     serving: ServingStatus | None = None
     versions: list[ModelVersionRecord] = Field(default_factory=list)
+    highest_version: int | None = None
 
 
 class ModelService(_Wire):

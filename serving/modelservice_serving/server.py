@@ -11,9 +11,11 @@ from __future__ import annotations
 import logging
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
+import prometheus_client
 import uvicorn
 
 from . import logs
@@ -87,10 +89,37 @@ def _write_termination_log(path: Path | None, line: str) -> None:
         )
 
 
+def start_metrics_server(settings: ServeSettings, state: ServingState) -> Callable[[], None]:
+    """Serve /metrics alone on ``--metrics-port`` (a thread); return what stops it.
+
+    Its own port lets a NetworkPolicy admit the scraper there and nothing else, and keeps
+    the metrics out of the inference port's auth.
+    """
+    metrics = state.metrics
+    metrics.queue_depth.set_function(
+        lambda: state.batcher.queued_rows if state.batcher is not None else 0
+    )
+    httpd, thread = prometheus_client.start_http_server(
+        settings.metrics_port, settings.host, registry=metrics.registry
+    )
+
+    def stop() -> None:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=5)
+
+    return stop
+
+
 def run(settings: ServeSettings) -> int:
     """Serves until SIGTERM/SIGINT; 1 when the model could not be loaded."""
     server = build_server(settings)
-    server.run()
+    stop_metrics = start_metrics_server(settings, server.state) if settings.metrics_port else None
+    try:
+        server.run()
+    finally:
+        if stop_metrics is not None:
+            stop_metrics()
     if server.state.load_error is not None:
         _write_termination_log(settings.termination_log, server.state.load_error)
         log.error("exiting: model not loaded", extra={"error": server.state.load_error})

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from ..models import GPUSpec, PodSpecFields, ResourceRequirements
+from ..models import GPUSpec, PodSpecFields, ResourceRequirements, SecretReference
 from ..names import (
     ANNOTATION_SPEC_HASH,
     GROUP,
@@ -15,24 +15,61 @@ from ..names import (
     predictor_name,
     stable_hash,
 )
-from ..settings import OperatorSettings
 
 __all__ = [
+    "CREDENTIALS_ROOT",
     "MODELS_MOUNT",
     "RUN_AS",
     "ModelVolume",
     "Owner",
+    "PodDefaults",
     "child_metadata",
     "container_env",
     "container_resources",
     "container_security_context",
+    "credentials_volume",
+    "ephemeral_storage",
+    "hardened_pod",
     "pod_scheduling",
     "pod_security_context",
     "predictor_child",
+    "tmp_volume",
 ]
 
 MODELS_MOUNT = "/models"
 RUN_AS = 1000
+# Where a download's credentials Secret is mounted (one directory per Secret).
+CREDENTIALS_ROOT = "/var/run/secrets/modelservice"
+EPHEMERAL = "ephemeral-storage"
+
+
+class PodDefaults(Protocol):
+    """What the builders take from the operator's configuration (passed in, never read)."""
+
+    @property
+    def default_image(self) -> str:
+        """Image of training and serving pods whose spec names none."""
+        ...
+
+    @property
+    def image_pull_policy(self) -> str:
+        """Pull policy of every child pod."""
+        ...
+
+    @property
+    def gpu_resource(self) -> str:
+        """Extended resource of a GPU when the spec names none."""
+        ...
+
+    @property
+    def gpu_toleration_key(self) -> str:
+        """Taint key that GPU pods tolerate."""
+        ...
+
+    @property
+    def gpu_product_label(self) -> str:
+        """Node label that selects a GPU product."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -146,14 +183,14 @@ def container_security_context() -> dict[str, Any]:
     }
 
 
-def _gpu_resource(gpu: GPUSpec, settings: OperatorSettings) -> str:
-    return gpu.resource or settings.gpu_resource
+def _gpu_resource(gpu: GPUSpec, defaults: PodDefaults) -> str:
+    return gpu.resource or defaults.gpu_resource
 
 
 def container_resources(
     resources: ResourceRequirements | None,
     gpu: GPUSpec | None,
-    settings: OperatorSettings,
+    defaults: PodDefaults,
     default_requests: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Container resources: the user's, plus GPUs as an extended-resource limit.
@@ -168,15 +205,15 @@ def container_resources(
         out["requests"] = dict(default_requests)
     if gpu is not None and gpu.count > 0:
         limits = dict(out.get("limits") or {})
-        limits[_gpu_resource(gpu, settings)] = gpu.count
+        limits[_gpu_resource(gpu, defaults)] = gpu.count
         out["limits"] = limits
         requests = out.get("requests")
-        if requests is not None and _gpu_resource(gpu, settings) in requests:
-            requests[_gpu_resource(gpu, settings)] = gpu.count
+        if requests is not None and _gpu_resource(gpu, defaults) in requests:
+            requests[_gpu_resource(gpu, defaults)] = gpu.count
     return out
 
 
-def pod_scheduling(pod: PodSpecFields, settings: OperatorSettings) -> dict[str, Any]:
+def pod_scheduling(pod: PodSpecFields, defaults: PodDefaults) -> dict[str, Any]:
     """Scheduling fields of a pod spec: selector, tolerations, affinity, priority, SA.
 
     A GPU ask adds the GPU taint's toleration and, with a product, the product node label.
@@ -186,9 +223,9 @@ def pod_scheduling(pod: PodSpecFields, settings: OperatorSettings) -> dict[str, 
     tolerations = [t.wire() for t in pod.tolerations or []]
     if pod.gpu is not None and pod.gpu.count > 0:
         if pod.gpu.product:
-            node_selector[settings.gpu_product_label] = pod.gpu.product
+            node_selector[defaults.gpu_product_label] = pod.gpu.product
         gpu_toleration = {
-            "key": settings.gpu_toleration_key,
+            "key": defaults.gpu_toleration_key,
             "operator": "Exists",
             "effect": "NoSchedule",
         }
@@ -212,3 +249,52 @@ def container_env(pod: PodSpecFields, extra: list[dict[str, Any]]) -> list[dict[
     user = [e.wire() for e in pod.env or []]
     names = {e["name"] for e in user}
     return [e for e in extra if e["name"] not in names] + user
+
+
+def tmp_volume(size_limit: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The writable ``/tmp`` (the root filesystem is read-only), bounded: volume and mount."""
+    return (
+        {"name": "tmp", "emptyDir": {"sizeLimit": size_limit}},
+        {"name": "tmp", "mountPath": "/tmp"},
+    )
+
+
+def credentials_volume(
+    name: str, ref: SecretReference
+) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """A credentials Secret as read-only files: volume, mount, and the directory.
+
+    Files are readable by the pod's group only (fsGroup); the values never appear in the
+    pod spec, arguments or environment.
+    """
+    directory = f"{CREDENTIALS_ROOT}/{name}"
+    volume = {
+        "name": f"{name}-credentials",
+        "secret": {"secretName": ref.secret_name, "defaultMode": 0o440},
+    }
+    mount = {"name": f"{name}-credentials", "mountPath": directory, "readOnly": True}
+    return volume, mount, directory
+
+
+def ephemeral_storage(resources: dict[str, Any], request: str, limit: str) -> dict[str, Any]:
+    """``resources`` with an ephemeral-storage request and limit, unless the user set either.
+
+    Bounded local disk makes the kubelet evict a pod that fills its node's disk (logs,
+    emptyDirs, the writable layer) instead of letting it starve its neighbours.
+    """
+    requests = dict(resources.get("requests") or {})
+    limits = dict(resources.get("limits") or {})
+    if EPHEMERAL in requests or EPHEMERAL in limits:
+        return resources
+    requests[EPHEMERAL] = request
+    limits[EPHEMERAL] = limit
+    return {**resources, "requests": requests, "limits": limits}
+
+
+def hardened_pod(pod_spec: dict[str, Any]) -> dict[str, Any]:
+    """Pod-level defaults of every child pod: no API token mounted.
+
+    Training and serving parse untrusted input (datasets, model archives, requests) and
+    never call the Kubernetes API, so a compromised process gets no credential for it.
+    """
+    return {**pod_spec, "automountServiceAccountToken": False}

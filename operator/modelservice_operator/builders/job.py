@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from modelservice_serving.redact import redact_url
+
 from ..models import TrainingSpec
 from ..names import (
     ANNOTATION_TRAINING_HASH,
@@ -11,22 +13,32 @@ from ..names import (
     job_name,
     training_hash,
 )
-from ..settings import OperatorSettings
 from .common import (
     MODELS_MOUNT,
     ModelVolume,
     Owner,
+    PodDefaults,
     child_metadata,
     container_env,
     container_resources,
     container_security_context,
+    credentials_volume,
+    ephemeral_storage,
+    hardened_pod,
     pod_scheduling,
     pod_security_context,
+    tmp_volume,
 )
 
 __all__ = ["build_job", "training_args", "version_dir"]
 
 DEFAULT_TRAINING_REQUESTS = {"cpu": "1", "memory": "2Gi"}
+# /tmp holds a downloaded dataset (train --dataset-max-bytes, 1 GiB) and Keras' caches.
+TRAINING_TMP_SIZE = "2Gi"
+TRAINING_EPHEMERAL_REQUEST = "1Gi"
+TRAINING_EPHEMERAL_LIMIT = "3Gi"
+# A Job that never ends holds its node (and GPU) forever: a day unless the spec says.
+DEFAULT_ACTIVE_DEADLINE_SECONDS = 24 * 3600
 
 
 def version_dir(version: int) -> str:
@@ -38,7 +50,8 @@ def training_args(training: TrainingSpec, version: int) -> list[str]:
     """Arguments of ``python -m modelservice_serving`` for this training spec."""
     args = [
         "train",
-        f"--dataset={training.dataset}",
+        # Redacted: credentials come from spec.training.datasetCredentials, never the URI.
+        f"--dataset={redact_url(training.dataset)}",
         f"--epochs={training.epochs}",
         f"--batch-size={training.batch_size}",
         f"--learning-rate={training.learning_rate}",
@@ -63,44 +76,58 @@ def build_job(
     training: TrainingSpec,
     version: int,
     store: ModelVolume,
-    settings: OperatorSettings,
+    defaults: PodDefaults,
 ) -> dict[str, Any]:
     """Return the Job that trains ``version`` from ``training`` into ``store``."""
-    spec_hash = training_hash(training.wire())
+    spec_hash = training_hash(training.identity())
     name = job_name(owner.name, spec_hash)
     version_label = {LABEL_VERSION: str(version)}
     pod_labels = {**child_metadata(owner, name, "training")["labels"], **version_label}
+    tmp, tmp_mount = tmp_volume(TRAINING_TMP_SIZE)
+    volumes: list[dict[str, Any]] = [store.volume(), tmp]
+    mounts: list[dict[str, Any]] = [store.mount(), tmp_mount]
+    args = training_args(training, version)
+    if training.dataset_credentials is not None:
+        volume, mount, directory = credentials_volume("dataset", training.dataset_credentials)
+        volumes.append(volume)
+        mounts.append(mount)
+        args.append(f"--dataset-credentials-dir={directory}")
+    resources = container_resources(
+        training.resources, training.gpu, defaults, DEFAULT_TRAINING_REQUESTS
+    )
     container: dict[str, Any] = {
         "name": "train",
-        "image": training.image or settings.default_image,
-        "imagePullPolicy": settings.image_pull_policy,
+        "image": training.image or defaults.default_image,
+        "imagePullPolicy": defaults.image_pull_policy,
         "command": ["python", "-m", "modelservice_serving"],
-        "args": training_args(training, version),
+        "args": args,
         "env": container_env(training, [{"name": "HOME", "value": "/tmp"}]),
-        "resources": container_resources(
-            training.resources, training.gpu, settings, DEFAULT_TRAINING_REQUESTS
+        "resources": ephemeral_storage(
+            resources, TRAINING_EPHEMERAL_REQUEST, TRAINING_EPHEMERAL_LIMIT
         ),
         "securityContext": container_security_context(),
         "terminationMessagePath": "/dev/termination-log",
         "terminationMessagePolicy": "FallbackToLogsOnError",
-        "volumeMounts": [store.mount(), {"name": "tmp", "mountPath": "/tmp"}],
+        "volumeMounts": mounts,
     }
-    pod_spec: dict[str, Any] = {
-        "restartPolicy": "Never",
-        "securityContext": pod_security_context(),
-        "containers": [container],
-        "volumes": [store.volume(), {"name": "tmp", "emptyDir": {}}],
-        **pod_scheduling(training, settings),
-    }
+    pod_spec: dict[str, Any] = hardened_pod(
+        {
+            "restartPolicy": "Never",
+            "securityContext": pod_security_context(),
+            "containers": [container],
+            "volumes": volumes,
+            **pod_scheduling(training, defaults),
+        }
+    )
     template_meta: dict[str, Any] = {"labels": pod_labels}
     if training.pod_annotations:
         template_meta["annotations"] = dict(training.pod_annotations)
     job_spec: dict[str, Any] = {
         "backoffLimit": training.backoff_limit,
+        "activeDeadlineSeconds": training.active_deadline_seconds
+        or DEFAULT_ACTIVE_DEADLINE_SECONDS,
         "template": {"metadata": template_meta, "spec": pod_spec},
     }
-    if training.active_deadline_seconds is not None:
-        job_spec["activeDeadlineSeconds"] = training.active_deadline_seconds
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",

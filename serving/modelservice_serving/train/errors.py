@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class TrainingError(Exception):
     """A failure reported in the termination message as ``{"reason", "message"}``."""
 
     reason = "TrainingFailed"
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, **details: Any) -> None:
         # One line: the operator shows it in status conditions.
         super().__init__(" ".join(message.split()))
+        # Extra fields of the termination message the operator acts on (camelCase).
+        self.details = details
 
     @property
     def message(self) -> str:
@@ -42,6 +46,8 @@ class ShapeMismatchError(TrainingError):
 
 
 class OutputExistsError(TrainingError):
+    """The version directory exists; ``highestVersion`` says which numbers are free."""
+
     reason = "OutputExists"
 
 

@@ -7,8 +7,10 @@ import os
 import sys
 import traceback
 from pathlib import Path
+from typing import Any
 
 from .. import logs
+from ..redact import redact_text
 from ..settings import TrainSettings
 from . import report
 from .errors import TrainingError
@@ -26,23 +28,29 @@ def run(settings: TrainSettings) -> int:
         place = distribution.placement()
         result = pipeline.train(settings, place)
     except TrainingError as exc:
-        return fail(settings.termination_log, exc.reason, exc.message)
+        return fail(settings.termination_log, exc.reason, exc.message, exc.details)
     except Exception as exc:  # a bug or an environment fault: keep the trace in the log
         traceback.print_exc()
         return fail(settings.termination_log, "InternalError", f"{type(exc).__name__}: {exc}")
-    message = report.succeeded(result.version, result.uri, result.metrics, result.trained_at)
+    message = report.succeeded(
+        result.version, result.uri, result.metrics, result.trained_at, result.lineage
+    )
     report.print_line(report.json_line({"event": "completed", **message}))
     if place.is_chief:
         report.write_termination_message(settings.termination_log, message)
     return 0
 
 
-def fail(termination_log: Path, reason: str, message: str) -> int:
+def fail(
+    termination_log: Path, reason: str, message: str, details: dict[str, Any] | None = None
+) -> int:
     """One clear line on stderr, the same in the termination message, a non-zero exit."""
-    one_line = " ".join(message.split())
+    # A message may quote the dataset URI: never with its query string or user info.
+    one_line = " ".join(redact_text(message).split())
     sys.stderr.write(f"error: {reason}: {one_line}\n")
     sys.stderr.flush()
-    report.write_termination_message(termination_log, report.failed(reason, one_line))
+    result = {**report.failed(reason, one_line), **(details or {})}
+    report.write_termination_message(termination_log, result)
     return 1
 
 

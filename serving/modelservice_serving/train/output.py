@@ -23,6 +23,15 @@ def version_from_dir(output: Path) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def highest_version(store: Path) -> int:
+    """The highest ``vN`` (or ``N``) directory in the store, 0 when there is none."""
+    try:
+        names = [entry.name for entry in store.iterdir() if entry.is_dir()]
+    except OSError:
+        return 0
+    return max((int(m.group(1)) for m in map(_VERSION_NAME.match, names) if m), default=0)
+
+
 class StagedOutput:
     """Reserve a staging directory now (fail before training), publish it at the end."""
 
@@ -30,7 +39,8 @@ class StagedOutput:
         self.output = output
         if output.exists():
             raise OutputExistsError(
-                f"output {str(output)!r} already exists; versions are never overwritten"
+                f"output {str(output)!r} already exists; versions are never overwritten",
+                highestVersion=highest_version(output.parent),
             )
         try:
             output.parent.mkdir(parents=True, exist_ok=True)
@@ -52,7 +62,8 @@ class StagedOutput:
             self.discard()
             if self.output.exists():
                 raise OutputExistsError(
-                    f"output {str(self.output)!r} appeared while training"
+                    f"output {str(self.output)!r} appeared while training",
+                    highestVersion=highest_version(self.output.parent),
                 ) from exc
             raise OutputNotWritableError(f"cannot publish {str(self.output)!r}: {exc}") from exc
 

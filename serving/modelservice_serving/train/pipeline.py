@@ -7,7 +7,7 @@ import logging
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -15,10 +15,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from ..credentials import CredentialsError, request_headers
+from ..download import DownloadPolicy, parse_networks
+from ..redact import redact_url
 from ..settings import TrainSettings
 from . import datasets, report
 from .distribution import Placement
-from .errors import InvalidSettingsError
+from .errors import DatasetDownloadFailedError, InvalidSettingsError
 from .output import StagedOutput, version_from_dir
 
 log = logging.getLogger(__name__)
@@ -45,6 +48,37 @@ class TrainingResult:
     uri: str
     metrics: dict[str, float]
     trained_at: str
+    lineage: dict[str, Any] = field(default_factory=dict)
+
+
+def _lineage(settings: TrainSettings, data: datasets.Dataset) -> dict[str, Any]:
+    """Where a version came from: the dataset (URI redacted, SHA-256), the hyperparameters."""
+    return {
+        "datasetUri": redact_url(settings.dataset),
+        "datasetSha256": data.sha256,
+        "hyperparameters": {
+            "epochs": settings.epochs,
+            "batchSize": settings.batch_size,
+            "learningRate": settings.learning_rate,
+            "hiddenUnits": list(settings.hidden_units),
+            "validationSplit": settings.validation_split,
+            "testSplit": settings.test_split,
+            "seed": settings.seed,
+        },
+    }
+
+
+def download_policy(settings: TrainSettings) -> DownloadPolicy:
+    """The limits of a dataset download: allowed networks, deadline, bytes, credentials."""
+    try:
+        return DownloadPolicy(
+            max_bytes=settings.dataset_max_bytes,
+            deadline_s=settings.download_timeout_s,
+            allowed_networks=parse_networks(settings.download_allow_networks),
+            headers=request_headers(settings.dataset_credentials_dir),
+        )
+    except (CredentialsError, ValueError) as exc:
+        raise DatasetDownloadFailedError(str(exc)) from exc
 
 
 def split(data: datasets.Dataset, settings: TrainSettings) -> Splits:
@@ -208,12 +242,14 @@ def train(settings: TrainSettings, place: Placement) -> TrainingResult:
         if settings.seed is not None:
             keras.utils.set_random_seed(settings.seed)
             tf.config.experimental.enable_op_determinism()
-        data = datasets.load(settings.dataset, settings.label_column)
+        data = datasets.load(settings.dataset, settings.label_column, download_policy(settings))
         parts = split(data, settings)
         log.info(
             "dataset ready",
             extra={
                 "dataset": data.name,
+                "datasetUri": redact_url(settings.dataset),
+                "datasetSha256": data.sha256,
                 "features": data.num_features,
                 "classes": len(data.classes),
                 "train": len(parts.y_train),
@@ -252,15 +288,17 @@ def train(settings: TrainSettings, place: Placement) -> TrainingResult:
         version = (
             settings.version if settings.version is not None else version_from_dir(settings.output)
         )
+        lineage = _lineage(settings, data)
         if staged is None:
             # Saving is collective under MultiWorkerMirroredStrategy: workers save and discard.
             scratch = Path(tempfile.mkdtemp(prefix="mso-worker-export-"))
             model.export(str(scratch / "model"), verbose=False)
             shutil.rmtree(scratch, ignore_errors=True)
-            return TrainingResult(version, str(settings.output), metrics, trained_at)
+            return TrainingResult(version, str(settings.output), metrics, trained_at, lineage)
         model.export(str(staged.staging), verbose=False)
         inputs, outputs = signature_tensors(staged.staging)
         metadata = {
+            **lineage,
             "version": version,
             "metrics": metrics,
             "trainedAt": trained_at,
@@ -271,20 +309,14 @@ def train(settings: TrainSettings, place: Placement) -> TrainingResult:
             "dataset": data.name,
             "workers": place.workers,
             "hyperparameters": {
-                "epochs": settings.epochs,
-                "batchSize": settings.batch_size,
-                "learningRate": settings.learning_rate,
-                "hiddenUnits": list(settings.hidden_units),
-                "validationSplit": settings.validation_split,
-                "testSplit": settings.test_split,
-                "seed": settings.seed,
+                **lineage["hyperparameters"],
                 "optimizer": "adam",
                 "activation": "relu",
             },
         }
         (staged.staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
         staged.publish()
-        return TrainingResult(version, str(settings.output), metrics, trained_at)
+        return TrainingResult(version, str(settings.output), metrics, trained_at, lineage)
     except BaseException:
         if staged is not None:
             staged.discard()

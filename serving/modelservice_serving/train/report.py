@@ -30,14 +30,21 @@ def print_line(line: str) -> None:
 
 
 def succeeded(
-    version: int | None, uri: str, metrics: dict[str, float], trained_at: str
+    version: int | None,
+    uri: str,
+    metrics: dict[str, float],
+    trained_at: str,
+    lineage: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """The success message; ``lineage`` (dataset URI redacted, its SHA-256, hyperparameters)
+    lets the operator record where a version came from in ``status.versions``."""
     return {
         "status": "Succeeded",
         "version": version,
         "uri": uri,
         "metrics": metrics,
         "trainedAt": trained_at,
+        **(lineage or {}),
     }
 
 

@@ -33,6 +33,9 @@ def test_default_installs_crd_rbac_and_two_restricted_replicas_electing_one(
             "Role",
             "RoleBinding",
             "Deployment",
+            "NetworkPolicy",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding",
         ]
     )
     crd = one(manifests, "CustomResourceDefinition")

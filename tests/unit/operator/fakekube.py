@@ -17,6 +17,7 @@ class FakeKube:
         self.events: list[tuple[str, str, str]] = []
         self.writes: list[tuple[str, str, str]] = []
         self.logs: dict[str, str] = {}
+        self.applies: list[tuple[str, str, str, bool]] = []
         self._uid = itertools.count(1)
 
     def put(self, obj: dict[str, Any]) -> dict[str, Any]:
@@ -25,6 +26,8 @@ class FakeKube:
         meta.setdefault("uid", f"uid-{next(self._uid)}")
         meta.setdefault("generation", 1)
         meta.setdefault("creationTimestamp", "2026-11-28T12:00:00Z")
+        if obj["kind"] == "Deployment":
+            obj["spec"].setdefault("replicas", 1)  # the API's default
         self.objects[(obj["kind"], meta["namespace"], meta["name"])] = obj
         return obj
 
@@ -57,6 +60,26 @@ class FakeKube:
             return copy.deepcopy(self.objects[key]), False
         self.writes.append(("create", manifest["kind"], meta["name"]))
         return copy.deepcopy(self.put(copy.deepcopy(manifest))), True
+
+    async def apply(
+        self, manifest: dict[str, Any], *, force: bool, manager: str = "modelservice-operator"
+    ) -> dict[str, Any]:
+        """Server-side apply, simplified: create, or merge the applied fields in."""
+        meta = manifest["metadata"]
+        key = (manifest["kind"], meta["namespace"], meta["name"])
+        self.writes.append(("apply", manifest["kind"], meta["name"]))
+        self.applies.append((manifest["kind"], meta["name"], manager, force))
+        if key not in self.objects:
+            return copy.deepcopy(self.put(copy.deepcopy(manifest)))
+        obj = self.objects[key]
+        spec_before = copy.deepcopy(obj.get("spec"))
+        _merge(obj, {k: v for k, v in manifest.items() if k in ("metadata", "spec")})
+        for field in ("spec",):  # applied lists and nested objects replace ours wholesale
+            for name, value in (manifest.get(field) or {}).items():
+                obj[field][name] = copy.deepcopy(value)
+        if obj.get("spec") != spec_before:
+            obj["metadata"]["generation"] += 1
+        return copy.deepcopy(obj)
 
     async def json_patch(
         self, kind: str, namespace: str, name: str, ops: list[dict[str, Any]]

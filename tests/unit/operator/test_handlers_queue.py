@@ -11,6 +11,7 @@ import kopf
 import pytest
 
 from modelservice_operator import handlers
+from modelservice_operator.cache import MODELSERVICE_INDEX, IndexSource
 from modelservice_operator.names import LABEL_NAME
 from modelservice_operator.workqueue import WorkQueue
 
@@ -28,11 +29,13 @@ class Runs:
 
 
 def memo_with(runs: Runs, known: set[Key]) -> kopf.Memo:
+    """The memo as ``configure`` leaves it, with ``known`` ModelServices in the cache."""
     memo = kopf.Memo()
     queue: WorkQueue[Key] = WorkQueue(runs, workers=4)
     queue.start()
     memo["queue"] = queue
-    memo["known"] = known
+    memo["source"] = IndexSource({MODELSERVICE_INDEX: {key: {} for key in known}})
+    memo["indexed"] = asyncio.Event()
     return memo
 
 
@@ -60,6 +63,7 @@ async def test_the_resync_spreads_every_known_key_over_the_interval() -> None:
     runs = Runs()
     memo = memo_with(runs, known)
     interval = 0.5
+    memo["indexed"].set()
     task = asyncio.create_task(handlers._resync_forever(memo, interval))
     try:
         started = time.monotonic()
@@ -76,13 +80,15 @@ async def test_the_resync_spreads_every_known_key_over_the_interval() -> None:
         await memo["queue"].stop()
 
 
-async def test_a_deleted_modelservice_is_forgotten() -> None:
+async def test_a_deleted_modelservice_leaves_the_queue() -> None:
     runs = Runs()
-    memo = memo_with(runs, set())
+    memo = memo_with(runs, {("ns", "a")})
     try:
-        await handlers.track(event={"type": "ADDED"}, namespace="ns", name="a", memo=memo)
-        assert ("ns", "a") in memo["known"]
-        await handlers.track(event={"type": "DELETED"}, namespace="ns", name="a", memo=memo)
-        assert ("ns", "a") not in memo["known"]
+        memo["queue"].add(("ns", "a"), delay=0.3)
+        await handlers.on_modelservice_event(
+            event={"type": "DELETED"}, namespace="ns", name="a", memo=memo
+        )
+        await asyncio.sleep(0.5)
+        assert ("ns", "a") not in runs.at  # forgotten before it was due
     finally:
         await memo["queue"].stop()

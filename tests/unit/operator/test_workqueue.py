@@ -130,14 +130,15 @@ async def test_a_429_waits_its_retry_after_and_the_others_flow_meanwhile() -> No
     try:
         queue.add("busy")
         await until(lambda: len(record.starts["busy"]) == 1 and not queue.running)
-        assert queue.backing_off("busy") > 0.25
+        assert queue.backing_off("busy") > 0
         queue.add("busy")  # a new event does not cut the wait short
         for index in range(5):
             queue.add(f"fine-{index}")
         await until(lambda: all(f"fine-{i}" in record.starts for i in range(5)))
-        first_failure = record.starts["busy"][0]
-        assert all(record.starts[f"fine-{i}"][0] - first_failure < 0.2 for i in range(5))
         await until(lambda: len(record.starts["busy"]) == 3 and not queue.running)
+        # The others ran while "busy" waited out its Retry-After, not after it.
+        retried = record.starts["busy"][1]
+        assert all(record.starts[f"fine-{i}"][0] < retried for i in range(5))
         gaps = [b - a for a, b in itertools.pairwise(record.starts["busy"])]
         assert all(gap >= 0.3 for gap in gaps), gaps
         assert queue.backing_off("busy") == 0  # it worked: no backoff left

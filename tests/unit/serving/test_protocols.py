@@ -201,7 +201,6 @@ async def test_metrics_and_docs(client: httpx.AsyncClient, default_server: Runni
     assert "modelservice_batch_size_bucket" in text
     assert "modelservice_queue_depth" in text
     assert "modelservice_model_load_seconds" in text
-    assert (await client.get("/docs")).status_code == 200
-    paths = (await client.get("/openapi.json")).json()["paths"]
-    assert "/v2/models/{name}/infer" in paths
-    assert "/v1/models/{name}:predict" in paths
+    # The API's description is off unless asked (tests/unit/serving/test_access.py).
+    assert (await client.get("/docs")).status_code == 404
+    assert (await client.get("/openapi.json")).status_code == 404

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -105,10 +106,13 @@ def test_shape_mismatch_in_npz(tmp_path: Path) -> None:
 
 
 def test_existing_output_is_never_overwritten(tmp_path: Path) -> None:
-    (tmp_path / "v1").mkdir()
+    for taken in ("v1", "v3", ".v4.partial-x", "notes"):
+        (tmp_path / taken).mkdir()
     code, message = _train(tmp_path, "--output", str(tmp_path / "v1"))
     assert code == 1
     assert message["reason"] == "OutputExists"
+    # The operator's next version goes above what the store holds (a partial one is not).
+    assert message["highestVersion"] == 3
 
 
 def test_unwritable_output_under_a_file(tmp_path: Path) -> None:
@@ -150,6 +154,13 @@ def test_csv_with_named_labels_trains(tmp_path: Path) -> None:
     metadata = json.loads((tmp_path / "v4" / "metadata.json").read_text())
     assert metadata["classes"] == ["cat", "dog"]
     assert metadata["inputs"][0]["shape"] == [-1, 2]
+    # Lineage, in the version's metadata and in the result the operator records.
+    sha256 = hashlib.sha256(data.read_bytes()).hexdigest()
+    for lineage in (metadata, message):
+        assert lineage["datasetUri"] == f"file://{data}"
+        assert lineage["datasetSha256"] == sha256
+        assert lineage["hyperparameters"]["hiddenUnits"] == [8]
+        assert lineage["hyperparameters"]["seed"] == 1
 
 
 def test_version_from_directory_name() -> None:

@@ -1,0 +1,125 @@
+"""Observe: the caches (and, while a Job trains, its pod's log) to one :class:`Observed` value.
+
+This is the only step of a reconcile that reads; everything after it is a pure function of
+the value it returns, and writes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+from pydantic import ValidationError
+
+from ..builders.common import Owner
+from ..cache import CHILD_KINDS, ChildSource
+from ..diagnosis import diagnose_job
+from ..models import ModelServiceSpec, ModelServiceStatus
+from ..names import LABEL_COMPONENT, job_name, training_hash
+
+__all__ = ["Observed", "PodLogs", "controlled_by", "observe"]
+
+
+class PodLogs(Protocol):
+    """The one read that no watch carries: the tail of a pod's log."""
+
+    async def pod_log(self, namespace: str, name: str, tail: int) -> str | None: ...
+
+
+def controlled_by(obj: dict[str, Any], uid: str) -> bool:
+    """Whether ``obj``'s controller ownerReference is the object with ``uid``."""
+    refs = obj.get("metadata", {}).get("ownerReferences") or []
+    return any(r.get("uid") == uid and r.get("controller") for r in refs)
+
+
+@dataclass(frozen=True)
+class Observed:
+    """One ModelService and everything around it, as the caches show it now."""
+
+    owner: Owner
+    body: dict[str, Any]
+    generation: int
+    raw_status: dict[str, Any]
+    status: ModelServiceStatus
+    spec: ModelServiceSpec | None
+    spec_error: str | None = None
+    # Every object labelled with this ModelService's name, by kind, whoever controls it.
+    children: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    # The tail of the running training pod's log (live progress), when one runs.
+    training_log: str | None = None
+
+    def named(self, kind: str, name: str) -> dict[str, Any] | None:
+        """The ``kind`` object called ``name``, whoever controls it."""
+        return next((o for o in self.children.get(kind, []) if o["metadata"]["name"] == name), None)
+
+    def owned(self, kind: str) -> list[dict[str, Any]]:
+        """The ``kind`` objects this ModelService controls (its UID, not just its name)."""
+        return [o for o in self.children.get(kind, []) if controlled_by(o, self.owner.uid)]
+
+    def pods(self, **labels: str) -> list[dict[str, Any]]:
+        """Pods labelled with this ModelService's name and ``labels``."""
+        return [
+            p
+            for p in self.children.get("Pod", [])
+            if all((p["metadata"].get("labels") or {}).get(k) == v for k, v in labels.items())
+        ]
+
+    def job_pods(self, name: str) -> list[dict[str, Any]]:
+        """The pods of the Job ``name``."""
+        return self.pods(**{"job-name": name})
+
+    def predictor_pods(self) -> list[dict[str, Any]]:
+        """The predictor's pods."""
+        return [
+            p
+            for p in self.children.get("Pod", [])
+            if (p["metadata"].get("labels") or {}).get(LABEL_COMPONENT) == "predictor"
+        ]
+
+
+def parse(body: dict[str, Any], children: dict[str, list[dict[str, Any]]]) -> Observed:
+    """An :class:`Observed` from a ModelService body and its children (pure)."""
+    meta = body["metadata"]
+    raw_status = body.get("status") or {}
+    try:
+        status = ModelServiceStatus.model_validate(raw_status)
+    except ValidationError:
+        status = ModelServiceStatus()
+    spec: ModelServiceSpec | None = None
+    error: str | None = None
+    try:
+        spec = ModelServiceSpec.model_validate(body.get("spec") or {})
+    except ValidationError as exc:
+        error = str(exc).replace("\n", " ")[:1000]
+    return Observed(
+        owner=Owner(meta["name"], meta["namespace"], meta["uid"]),
+        body=body,
+        generation=int(meta.get("generation") or 0),
+        raw_status=raw_status,
+        status=status,
+        spec=spec,
+        spec_error=error,
+        children=children,
+    )
+
+
+async def observe(
+    source: ChildSource, logs: PodLogs, namespace: str, name: str, log_tail_lines: int
+) -> Observed | None:
+    """Read one ModelService and its children; None when it is gone or being deleted."""
+    body = await source.model_service(namespace, name)
+    if body is None or body["metadata"].get("deletionTimestamp"):
+        return None
+    children = {kind: await source.children(kind, namespace, name) for kind in CHILD_KINDS}
+    obs = parse(body, children)
+    if obs.spec is None or obs.spec.training is None:
+        return obs
+    current = job_name(name, training_hash(obs.spec.training.identity()))
+    job = next((j for j in obs.owned("Job") if j["metadata"]["name"] == current), None)
+    if job is None:
+        return obs
+    outcome = diagnose_job(job, obs.job_pods(current))
+    if outcome.state != "Running" or not outcome.pod_name:
+        return obs
+    text = await logs.pod_log(namespace, outcome.pod_name, log_tail_lines)
+    return replace(obs, training_log=text)

@@ -1,0 +1,81 @@
+"""The watch-fed cache: kopf-index lookups, and the overlay of the operator's own writes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from modelservice_operator.cache import MODELSERVICE_INDEX, IndexSource, index_id, snapshot
+
+pytestmark = pytest.mark.unit
+
+
+def _obj(kind: str, name: str, rv: str, owner: str = "digits") -> dict[str, Any]:
+    return {
+        "kind": kind,
+        "metadata": {
+            "name": name,
+            "namespace": "ml",
+            "resourceVersion": rv,
+            "labels": {"modelservice.dev/name": owner},
+            "managedFields": [{"manager": "x"}],
+        },
+        "spec": {"rv": rv},
+    }
+
+
+def _source(children: list[dict[str, Any]]) -> IndexSource:
+    # kopf's Index: a mapping of key -> Store (an iterable of the indexed values).
+    indices: dict[str, dict[Any, list[dict[str, Any]]]] = {
+        MODELSERVICE_INDEX: {("ml", "digits"): [snapshot(_obj("ModelService", "digits", "1"))]},
+        index_id("Service"): {("ml", "digits"): [snapshot(c) for c in children]},
+    }
+    return IndexSource(indices)
+
+
+def test_snapshot_drops_managed_fields() -> None:
+    assert "managedFields" not in snapshot(_obj("Service", "a", "1"))["metadata"]
+
+
+async def test_reads_come_from_the_index() -> None:
+    source = _source([_obj("Service", "digits-predictor", "5")])
+    assert source.model_services() == [("ml", "digits")]
+    ms = await source.model_service("ml", "digits")
+    assert ms is not None
+    assert ms["metadata"]["resourceVersion"] == "1"
+    assert await source.model_service("ml", "other") is None
+    (svc,) = await source.children("Service", "ml", "digits")
+    assert svc["spec"] == {"rv": "5"}
+    assert await source.children("Service", "ml", "other") == []
+
+
+async def test_own_writes_show_until_the_watch_catches_up() -> None:
+    old = _obj("Service", "digits-predictor", "5")
+    source = _source([old])
+    source.written("Service", old, _obj("Service", "digits-predictor", "6"))
+    new = _obj("Service", "digits-predictor-b", "7")
+    source.written("Service", None, new)  # created: the cache has not seen it yet
+    seen = {
+        s["metadata"]["name"]: s["spec"]["rv"]
+        for s in await source.children("Service", "ml", "digits")
+    }
+    assert seen == {"digits-predictor": "6", "digits-predictor-b": "7"}
+    # The watch delivered rv 6: the cache is the truth again, the overlay entry is dropped.
+    indices = source.indices
+    indices[index_id("Service")][("ml", "digits")] = [
+        snapshot(_obj("Service", "digits-predictor", "6"))
+    ]
+    (svc,) = [
+        s
+        for s in await source.children("Service", "ml", "digits")
+        if s["metadata"]["name"] == "digits-predictor"
+    ]
+    assert svc["spec"] == {"rv": "6"}
+    assert ("Service", "ml", "digits-predictor") not in source.overlay.entries
+    # A delete hides the object while the cache still shows it.
+    source.deleted("Service", _obj("Service", "digits-predictor", "6"))
+    names = [s["metadata"]["name"] for s in await source.children("Service", "ml", "digits")]
+    assert names == ["digits-predictor-b"]
+    source.overlay.forget("ml", "digits")
+    assert source.overlay.entries == {}
