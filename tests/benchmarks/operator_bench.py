@@ -106,7 +106,7 @@ def add_nodes() -> None:
     items = []
     for index in range(EXTRA_NODES):
         name = f"bench-{index}"
-        resources = {"cpu": "1000", "memory": "4Ti", "pods": "1000"}
+        resources = {"cpu": "1000", "memory": "4Ti", "pods": "1000", "ephemeral-storage": "100Ti"}
         items.append(
             {
                 "apiVersion": "v1",

@@ -140,7 +140,6 @@ UNUSED = [
     ("create", "pods", "--subresource=exec"),
     ("delete", "persistentvolumeclaims"),
     ("delete", "deployments.apps"),
-    ("watch", "services"),
     ("create", "roles.rbac.authorization.k8s.io"),
     ("create", "serviceaccounts", "--subresource=token"),
     ("patch", "events"),

@@ -87,10 +87,8 @@ def test_429_waits_retry_after_then_converges_while_others_proceed(
         assert waited >= RETRY_AFTER_S, f"retried after {waited:.2f}s, Retry-After was 3s"
     # One broken object never delays the others: the other ModelService's Job was created
     # while the throttled one was still waiting out its first Retry-After.
-    free_job = next(
-        s
-        for s in proxy.requests(lambda s: of("free", s))
-        if "/jobs" in s.path and s.method == "POST"
+    free_job = next(  # created (POST) or server-side applied (PATCH)
+        s for s in proxy.requests(lambda s: of("free", s)) if "/jobs" in s.path
     )
     assert free_job.at < refused[0].at + RETRY_AFTER_S
     for service in (throttled, free):
