@@ -36,6 +36,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "operator"))
+# The local cluster's; kubernetes_asyncio reads the variable when it is imported.
+os.environ["KUBECONFIG"] = str(REPO / ".cluster" / "kubeconfig")
 
 from modelservice_operator.builders.common import ModelVolume, Owner  # noqa: E402
 from modelservice_operator.builders.job import build_job  # noqa: E402
