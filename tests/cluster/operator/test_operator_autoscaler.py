@@ -84,7 +84,11 @@ def test_keda_served_makes_a_scaled_object_and_no_hpa(
     manifest = gpu_sample()
     manifest["spec"]["serving"]["autoscaling"] = {"metric": "cpu"}
     apply(keda_operator.cluster, manifest, namespace)
-    wait_for("the operator's HPA", lambda: len(ms.children("hpa")) == 1, timeout=60)
+    wait_for(
+        "the operator's HPA",
+        lambda: "digits-predictor" in [h["metadata"]["name"] for h in ms.children("hpa")],
+        timeout=60,
+    )
     wait_for("no ScaledObject", lambda: ms.children("scaledobject") == [], timeout=60)
     status = ms.wait(
         "the HPA in status",
