@@ -57,6 +57,12 @@ class ServerMetrics:
             "time to load and warm up the model",
             registry=self.registry,
         )
+        self.connections_refused = Counter(
+            "modelservice_connections_refused",
+            "connections closed or requests refused by the connection guard, by reason",
+            ["reason"],
+            registry=self.registry,
+        )
         self.model_ready = Gauge(
             "modelservice_model_ready", "1 when the model serves", registry=self.registry
         )

@@ -731,7 +731,13 @@ def cluster_objects() -> str:
     """Simulated nodes and the default StorageClass, as a JSON list."""
     items: list[dict[str, object]] = []
     for node in NODES:
-        resources: dict[str, str] = {"cpu": node.cpu, "memory": node.memory, "pods": "110"}
+        # ephemeral-storage: child pods request it, and a node without it fits none of them.
+        resources: dict[str, str] = {
+            "cpu": node.cpu,
+            "memory": node.memory,
+            "pods": "110",
+            "ephemeral-storage": "200Gi",
+        }
         labels = {
             "kubernetes.io/hostname": node.name,
             "kubernetes.io/os": "linux",

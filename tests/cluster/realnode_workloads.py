@@ -95,6 +95,11 @@ def build_operator_image(tag: str = OPERATOR_IMAGE) -> str:
         shutil.copytree(
             REPO / "operator", root / "operator", ignore=shutil.ignore_patterns("__pycache__")
         )
+        # The operator imports the serving package's contract module, and only that.
+        contract_dir = root / "serving" / "modelservice_serving"
+        contract_dir.mkdir(parents=True)
+        for name in ("__init__.py", "contract.py", "py.typed"):
+            shutil.copy(REPO / "serving" / "modelservice_serving" / name, contract_dir)
         subprocess.run(
             [
                 *("docker", "build", "-q", "--network", "host", "-f", "operator/Dockerfile"),

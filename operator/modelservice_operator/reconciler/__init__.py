@@ -82,6 +82,8 @@ async def reconcile(
             if rejected is not None:
                 plan = decide(obs, values, now, rejected=rejected)
             await write_status(kube, source, obs, plan.status)
+            for type_, reason, message in plan.events:
+                await kube.event(obs.body, type_, reason, message)
             if plan.promoted:
                 metrics.PROMOTIONS.inc()
             if plan.gate_failed is not None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 from typing import Any, Protocol
 
+from modelservice_serving.redact import redact_json
+
 from .. import metrics
 from ..cache import ChildSource
 from ..diagnosis import Stuck
@@ -126,7 +128,8 @@ async def write_status(
     kube: Writer, source: ChildSource, obs: Observed, new: ModelServiceStatus
 ) -> bool:
     """Patch the status only when it changed; post an Event when Ready changed."""
-    patch = merge_patch_diff(obs.raw_status, new.wire())
+    # Redacted before the comparison, as kube.patch_status writes it: no patch every pass.
+    patch = merge_patch_diff(obs.raw_status, redact_json(new.wire()))
     if not patch:
         return False
     meta = obs.owner

@@ -21,11 +21,12 @@ from ..autoscaling import AutoscalerChoice
 from ..builders.common import ModelVolume, Owner, PodDefaults
 from ..builders.deployment import build_deployment
 from ..builders.hpa import build_hpa
+from ..builders.networkpolicy import build_network_policy
 from ..builders.pdb import build_pdb
 from ..builders.scaledobject import build_scaled_object
 from ..builders.service import build_service
 from ..diagnosis import Stuck
-from ..models import ServingSpec
+from ..models import SecretReference, ServingSpec
 from ..names import ANNOTATION_SPEC_HASH, MANAGED_BY
 from .observe import Observed, controlled_by
 from .training import Delete
@@ -99,6 +100,7 @@ def desired_serving(
     volume: ModelVolume | None,
     defaults: PodDefaults,
     model_uri: str | None,
+    model_credentials: SecretReference | None,
     autoscaler: AutoscalerChoice,
     cluster_domain: str = "cluster.local",
 ) -> list[Child]:
@@ -111,10 +113,18 @@ def desired_serving(
     children = [
         Child(
             build_deployment(
-                owner, serving, version, model_dir, volume, defaults, model_uri=model_uri
+                owner,
+                serving,
+                version,
+                model_dir,
+                volume,
+                defaults,
+                model_uri=model_uri,
+                model_credentials=model_credentials,
             )
         ),
         Child(build_service(owner)),
+        Child(build_network_policy(owner, serving)),
         Child(scaler),
     ]
     pdb = build_pdb(owner, serving)

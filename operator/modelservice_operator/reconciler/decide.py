@@ -15,6 +15,7 @@ from ..builders.common import ModelVolume, PodDefaults
 from ..builders.job import version_dir
 from ..builders.pvc import build_pvc, store_claim
 from ..builders.service import service_url
+from ..builders.workers import build_workers_service
 from ..diagnosis import Stuck, diagnose_pods
 from ..models import (
     ModelServiceSpec,
@@ -64,6 +65,8 @@ class Plan:
     status: ModelServiceStatus = field(default_factory=ModelServiceStatus)
     promoted: bool = False
     gate_failed: str | None = None  # the metric of a gate failure seen for the first time
+    # (type, reason, message) posted after the status: promotions and rollbacks.
+    events: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,8 @@ def merge_versions(
         old = by_version.get(record.version)
         if old is not None and old.promoted_at and not record.promoted_at:
             record.promoted_at = old.promoted_at
+        if old is not None and old.gated_at:
+            record.gated_at = old.gated_at  # the time of the first verdict
         by_version[record.version] = record
     ordered = sorted(by_version.values(), key=lambda r: r.version)
     while len(ordered) > limit:
@@ -93,6 +98,27 @@ def merge_versions(
         failed = [r for r in ordered if r.quality_gate != "Passed"]
         ordered.remove(failed[0] if failed else ordered[0])
     return ordered
+
+
+def promotion_message(
+    record: ModelVersionRecord, status: ModelServiceStatus, gate: cond.GateVerdict
+) -> str:
+    """The Event text of a promotion: the new version, its metric, the one it replaces."""
+    previous = status.model.version if status.model is not None else None
+    passed = f"{gate.metric} {gate.value}" if gate.value is not None else "no quality gate"
+    replacing = f", replacing version {previous}" if previous is not None else ""
+    return f"version {record.version} promoted to serving ({passed}){replacing}"
+
+
+def rollback_message(
+    pin: int | None, before: ModelStatus | None, after: ModelStatus | None
+) -> str | None:
+    """The Event text when a pin moves serving to another version (once: status follows)."""
+    if pin is None or after is None or after.version != pin:
+        return None
+    if before is None or before.version is None or before.version == pin:
+        return None
+    return f"serving pinned version {pin} instead of version {before.version}"
 
 
 def _uri_target(uri: str, version: int | None) -> Target:
@@ -232,6 +258,11 @@ def decide(obs: Observed, settings: Settings, now: str, rejected: Stuck | None =
         trained = decide_training(obs, claim, settings.defaults, store_problem)
         highest = max(highest, trained.highest)
         plan.deletes.extend(trained.deletes)
+        if spec.training.worker_count > 1 and trained.status.job_name and not trained.problem:
+            # The workers' names, before their Job: created once, kept while the Job is.
+            workers = build_workers_service(owner, trained.status.job_name)
+            names, _, _ = plan_children(obs, [Child(workers, mutable=False)], prune=False)
+            plan.writes.extend(names)
         if trained.create is not None:
             plan.writes.append(Write(trained.create, force=False, creates=True))
         if trained.annotate is not None:
@@ -241,15 +272,21 @@ def decide(obs: Observed, settings: Settings, now: str, rejected: Stuck | None =
             pinned = spec.model is not None and spec.model.version is not None
             newly = status.model is None or status.model.version != record.version
             before = next((r for r in versions if r.version == record.version), None)
+            record.gated_at = now
             if gate.passed and newly and not pinned:
                 record.promoted_at = now
                 plan.promoted = True
+                plan.events.append(("Normal", "Promoted", promotion_message(record, status, gate)))
             if not gate.passed and (before is None or before.quality_gate != "Failed"):
                 plan.gate_failed = gate.metric  # counted once: the verdict is in status now
             versions = merge_versions(versions, record, settings.versions_kept)
 
     target = serving_target(spec, versions, status.model, claim)
     problem = target.problem
+    pin = spec.model.version if spec.model is not None else None
+    rollback = rollback_message(pin, status.model, target.model)
+    if rollback is not None and problem is None:
+        plan.events.append(("Normal", "RolledBack", rollback))
     serving_obs: cond.ServingObservation | None = None
     serving_status = status.serving
     if target.model is not None and problem is None:
@@ -262,6 +299,7 @@ def decide(obs: Observed, settings: Settings, now: str, rejected: Stuck | None =
             target.volume,
             settings.defaults,
             target.model_uri,
+            spec.model.credentials if spec.model is not None else None,
             autoscaler,
             settings.cluster_domain,
         )
