@@ -90,6 +90,11 @@ SERVING_BASE_IMAGE ?=
 image: ## build the serving image (SERVING_IMAGE, SERVING_BASE_IMAGE)
 	BASE_IMAGE=$(SERVING_BASE_IMAGE) serving/scripts/build-image.sh $(SERVING_IMAGE)
 
+.PHONY: bench-operator
+bench-operator: $(VENV) ## operator at N=100/300/1000 ModelServices vs the API floor; writes tests/benchmarks/operator.md
+	$(CLUSTER) up
+	$(PY) tests/benchmarks/operator_bench.py $(BENCH_ARGS)
+
 .PHONY: bench
 bench: $(VENV) ## serving benchmark vs KServe and MLServer; writes tests/benchmarks/serving.md
 	$(PY) tests/benchmarks/serving_bench.py

@@ -19,10 +19,13 @@ from modelservice_serving.contract import (
 )
 
 __all__ = [
+    "AccessSpec",
+    "AuthSpec",
+    "AutoscalerStatus",
+    "AutoscalingMetric",
     "AutoscalingSpec",
     "BatchingSpec",
     "Condition",
-    "CustomMetricSpec",
     "EnvVar",
     "GPUSpec",
     "ModelRef",
@@ -32,9 +35,12 @@ __all__ = [
     "ModelStatus",
     "ModelVersionRecord",
     "Phase",
+    "PodPeer",
     "PodSpecFields",
     "QualityGateSpec",
     "ResourceRequirements",
+    "SecretKeyRef",
+    "SecretReference",
     "ServingSpec",
     "ServingStatus",
     "StorageSpec",
@@ -94,6 +100,12 @@ class GPUSpec(_Wire):
     resource: str | None = Field(None, max_length=253)
 
 
+class SecretReference(_Wire):
+    """A Secret in the ModelService's namespace, mounted into a pod as files."""
+
+    secret_name: str = Field(min_length=1, max_length=253)
+
+
 class PodSpecFields(_Wire):
     """Pod-level settings shared by training and serving."""
 
@@ -113,6 +125,7 @@ class TrainingSpec(PodSpecFields):
     """How to train a model version: data, hyperparameters, and the Job's pod."""
 
     dataset: str = Field(max_length=2048)
+    dataset_credentials: SecretReference | None = None
     label_column: str | None = Field(None, max_length=253)
     epochs: int = Field(10, ge=1, le=10000)
     batch_size: int = Field(DEFAULT_BATCH_SIZE, ge=1, le=65536)
@@ -157,6 +170,7 @@ class ModelRef(_Wire):
     """An existing model to serve (``uri``) and/or a version pin."""
 
     uri: str | None = Field(None, max_length=2048)
+    credentials: SecretReference | None = None
     version: int | None = Field(None, ge=1)
 
 
@@ -206,21 +220,60 @@ class BatchingSpec(_Wire):
     max_queue: int | None = Field(None, ge=1, le=1000000)
 
 
-class CustomMetricSpec(_Wire):
-    """A per-pod metric served by a metrics adapter (HPA ``Pods`` metric)."""
-
-    name: str = Field(max_length=253)
-    target_average_value: Quantity
+AutoscalingMetric = Literal["concurrency", "queueDepth", "cpu"]
 
 
 class AutoscalingSpec(_Wire):
-    """HPA targets: CPU utilisation and optionally one per-pod custom metric."""
+    """What the predictor scales on: in-flight requests, queued rows or CPU.
 
-    target_cpu_utilization_percentage: int | None = Field(
+    ``metric`` defaults by hardware (see :meth:`ServingSpec.autoscaling_metric`) and ``target``
+    by batch size (see :meth:`ServingSpec.autoscaling_target`): both need the whole serving spec.
+    """
+
+    metric: AutoscalingMetric | None = None
+    target: float | None = Field(None, gt=0, le=100000)
+    target_cpu_utilization_percentage: int = Field(
         80, ge=1, le=1000, alias="targetCPUUtilizationPercentage"
     )
-    metric: CustomMetricSpec | None = None
     scale_down_stabilization_seconds: int | None = Field(None, ge=0, le=3600)
+
+    @model_validator(mode="after")
+    def _target_fits_metric(self) -> AutoscalingSpec:
+        if self.target is not None and self.metric == "cpu":
+            raise ValueError(
+                "spec.serving.autoscaling.target is for metric concurrency or queueDepth; "
+                "metric cpu takes targetCPUUtilizationPercentage"
+            )
+        return self
+
+
+class PodPeer(_Wire):
+    """Pods, by labels, in a namespace (default: the ModelService's)."""
+
+    namespace: str | None = Field(None, min_length=1, max_length=63)
+    match_labels: dict[str, str]
+
+
+class AccessSpec(_Wire):
+    """Who may reach the predictor (a NetworkPolicy)."""
+
+    same_namespace: bool = True
+    namespaces: list[str] = Field(default_factory=list, max_length=32)
+    pods: list[PodPeer] = Field(default_factory=list, max_length=32)
+    metrics_namespaces: list[str] = Field(default_factory=list, max_length=16)
+
+
+class SecretKeyRef(_Wire):
+    """A key of a Secret in the ModelService's namespace."""
+
+    name: str = Field(min_length=1, max_length=253)
+    key: str = Field("token", min_length=1, max_length=253)
+
+
+class AuthSpec(_Wire):
+    """Bearer-token authentication of the predictor."""
+
+    secret_ref: SecretKeyRef
 
 
 class ServingSpec(PodSpecFields):
@@ -231,17 +284,47 @@ class ServingSpec(PodSpecFields):
     batching: BatchingSpec | None = None
     autoscaling: AutoscalingSpec | None = None
     termination_grace_period_seconds: int | None = Field(None, ge=1, le=3600)
+    access: AccessSpec | None = None
+    auth: AuthSpec | None = None
+    docs: bool | None = None
 
     @property
     def effective_max_replicas(self) -> int:
         """``maxReplicas``, defaulting to ``minReplicas``."""
         return self.max_replicas if self.max_replicas is not None else self.min_replicas
 
+    @property
+    def uses_gpu(self) -> bool:
+        """Whether each predictor pod asks for at least one GPU."""
+        return self.gpu is not None and self.gpu.count > 0
+
+    @property
+    def autoscaling_metric(self) -> AutoscalingMetric:
+        """The metric asked for, else concurrency on GPUs (a batching server's CPU does not
+        follow its load there) and cpu without them."""
+        if self.autoscaling is not None and self.autoscaling.metric is not None:
+            return self.autoscaling.metric
+        return "concurrency" if self.uses_gpu else "cpu"
+
+    @property
+    def autoscaling_target(self) -> float:
+        """Per-pod target of concurrency or queueDepth: the one given, else ``maxBatchSize``
+        (one full batch in flight, or waiting, per pod before another pod is worth adding)."""
+        if self.autoscaling is not None and self.autoscaling.target is not None:
+            return self.autoscaling.target
+        return float((self.batching or BatchingSpec()).max_batch_size)
+
+    @property
+    def cpu_target_percent(self) -> int:
+        """Average CPU utilisation target of the HPA, percent of requests."""
+        return (self.autoscaling or AutoscalingSpec()).target_cpu_utilization_percentage
+
 
 class StorageSpec(_Wire):
     """Where model versions live: a PVC the operator creates or an existing one."""
 
     existing_claim: str | None = Field(None, max_length=253)
+    retain_on_delete: bool = True
     size: Quantity = "1Gi"
     storage_class_name: str | None = Field(None, max_length=253)
     access_modes: list[AccessMode] = Field(
@@ -291,6 +374,11 @@ class ModelVersionRecord(_StatusWire):
     trained_at: str | None = None
     quality_gate: Literal["Passed", "Failed"] | None = None
     promoted_at: str | None = None
+    gated_at: str | None = None
+    dataset_uri: str | None = None
+    dataset_sha256: str | None = None
+    hyperparameters: dict[str, Any] | None = None
+    image_digest: str | None = None
 
 
 class TrainingStatus(_StatusWire):
@@ -306,6 +394,17 @@ class TrainingStatus(_StatusWire):
     accuracy: float | None = None
 
 
+class AutoscalerStatus(_StatusWire):
+    """Which object drives the predictor's replicas, on what, and why that one."""
+
+    kind: Literal["ScaledObject", "HorizontalPodAutoscaler"]
+    name: str
+    metric: AutoscalingMetric
+    target: str
+    reason: str
+    message: str
+
+
 class ServingStatus(_StatusWire):
     """The predictor's replicas and address."""
 
@@ -314,6 +413,7 @@ class ServingStatus(_StatusWire):
     ready_replicas: int | None = None
     ready: str | None = None
     url: str | None = None
+    autoscaler: AutoscalerStatus | None = None
 
 
 class Condition(_StatusWire):

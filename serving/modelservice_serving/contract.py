@@ -68,6 +68,8 @@ WORKER_PORT = 2222
 ENV_OUTPUT = "MSO_OUTPUT"  # the version directory to write, e.g. /models/v3
 ENV_VERSION = "MSO_VERSION"  # the version number, e.g. 3
 ENV_TERMINATION_LOG = "MSO_TERMINATION_LOG"  # where the result message goes
+# The directory holding the files of spec.training.datasetCredentials, when given.
+ENV_DATASET_CREDENTIALS_DIR = "MSO_DATASET_CREDENTIALS_DIR"
 ENV_DATASET = "MSO_DATASET"  # spec.training.dataset, a name or a URI
 # Hyperparameters of spec.training, for code that wants them (the built-in trainer's flags).
 ENV_EPOCHS = "MSO_EPOCHS"
@@ -184,6 +186,10 @@ class Succeeded(_Message):
     uri: str | None = None
     metrics: dict[str, float] = Field(default_factory=dict)
     trained_at: str | None = Field(None, alias="trainedAt")
+    # Lineage: where the version came from (the URI redacted), for status.versions.
+    dataset_uri: str | None = Field(None, alias="datasetUri")
+    dataset_sha256: str | None = Field(None, alias="datasetSha256")
+    hyperparameters: dict[str, Any] | None = None
 
 
 class Failed(_Message):

@@ -29,6 +29,7 @@ import sys
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from . import contract
 from .contract import EpochEvent, Failed, Succeeded
@@ -116,13 +117,21 @@ def succeeded(
     uri: str | None = None,
     trained_at: str | None = None,
     path: Path | None = None,
+    lineage: Mapping[str, Any] | None = None,
 ) -> Succeeded:
-    """Reports success: the last stdout line and the termination message (chief only)."""
-    result = Succeeded(
-        version=version_number if version_number is not None else version(),
-        uri=uri if uri is not None else os.environ.get(contract.ENV_OUTPUT, ""),
-        metrics={name: round(float(value), 6) for name, value in metrics.items()},
-        trainedAt=trained_at or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    """Reports success: the last stdout line and the termination message (chief only).
+
+    ``lineage``: ``datasetUri`` (redacted), ``datasetSha256`` and ``hyperparameters``, which
+    the operator records for the version in ``status.versions``.
+    """
+    result = Succeeded.model_validate(
+        {
+            **(lineage or {}),
+            "version": version_number if version_number is not None else version(),
+            "uri": uri if uri is not None else os.environ.get(contract.ENV_OUTPUT, ""),
+            "metrics": {name: round(float(value), 6) for name, value in metrics.items()},
+            "trainedAt": trained_at or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
     )
     if is_chief():
         _print(contract.completed_line(result))

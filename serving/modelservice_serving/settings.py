@@ -44,6 +44,20 @@ class TrainSettings(_Settings):
     termination_log: Path = Field(
         Path(contract.TERMINATION_LOG), description="where the result JSON is written"
     )
+    download_timeout_s: float = Field(
+        600.0, gt=0, description="total deadline of the dataset download, redirects included"
+    )
+    download_allow_networks: str = Field(
+        "",
+        description="CIDRs a download may reach although inside the cluster or host "
+        "(loopback, link-local, private); comma separated, empty refuses them all",
+    )
+    dataset_max_bytes: int = Field(
+        1 << 30, ge=1, description="largest dataset file a download may write"
+    )
+    dataset_credentials_dir: Path | None = Field(
+        None, description="mounted Secret with the download's credentials (see credentials.py)"
+    )
 
     @field_validator("hidden_units", mode="before")
     @classmethod
@@ -77,7 +91,18 @@ class ServeSettings(_Settings):
         1 << 30, ge=1, description="largest model archive, and largest unpacked model"
     )
     download_timeout_s: float = Field(
-        60.0, gt=0, description="socket timeout of the model download (per read, not total)"
+        600.0, gt=0, description="total deadline of the model download, redirects included"
+    )
+    download_allow_networks: str = Field(
+        "",
+        description="CIDRs a download may reach although inside the cluster or host "
+        "(loopback, link-local, private); comma separated, empty refuses them all",
+    )
+    model_max_entries: int = Field(
+        10_000, ge=1, description="most files and directories in a model archive"
+    )
+    model_credentials_dir: Path | None = Field(
+        None, description="mounted Secret with the download's credentials (see credentials.py)"
     )
     termination_log: Path | None = Field(
         None, description="where a load failure is written as one line (e.g. /dev/termination-log)"
@@ -93,6 +118,27 @@ class ServeSettings(_Settings):
     )
     max_queue: int = Field(1024, ge=1, description="most rows waiting; beyond that 503")
     max_body_bytes: int = Field(1 << 20, ge=1, description="largest request body; beyond 413")
+    max_header_bytes: int = Field(
+        16384, ge=1024, description="largest request line plus headers; beyond that 431"
+    )
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="a request's line and headers must arrive within this; else 408"
+    )
+    body_timeout_s: float = Field(
+        30.0, gt=0, description="a request's body must arrive within this after its head"
+    )
+    keep_alive_timeout_s: float = Field(
+        5.0, gt=0, description="an idle keep-alive connection is closed after this"
+    )
+    max_connections: int = Field(
+        1024,
+        ge=1,
+        description="open connections; beyond that the longest-idle one is closed (or 503); "
+        "capped by the open-file limit",
+    )
+    max_in_flight: int = Field(
+        256, ge=1, description="requests being read or answered; beyond that 503 at once"
+    )
     graceful_timeout_s: float = Field(30.0, ge=0, description="time for in-flight requests")
     drain_delay_s: float = Field(
         0.0, ge=0, description="after SIGTERM, serve this long with readiness false"
@@ -100,6 +146,13 @@ class ServeSettings(_Settings):
     model_threads: int = Field(1, ge=1, description="TensorFlow intra/inter-op threads")
     log_level: str = Field("info", description="debug | info | warning | error")
     access_log: bool = Field(False, description="one JSON log line per request")
+    auth_token_file: Path | None = Field(
+        None, description="file with the bearer token every request but health probes needs"
+    )
+    metrics_port: int = Field(
+        0, ge=0, le=65535, description="serve /metrics on this port alone; 0: on --port"
+    )
+    docs: bool = Field(False, description="serve /docs, /redoc and /openapi.json")
 
     @model_validator(mode="after")
     def _one_model_source(self) -> ServeSettings:

@@ -143,7 +143,12 @@ def build_and_load_images(cluster_dir: Path) -> tuple[str, str]:
 
 
 def install_operator(
-    cluster: KubeCluster, release: str, namespace: str, watch: list[str], operator_image: str
+    cluster: KubeCluster,
+    release: str,
+    namespace: str,
+    watch: list[str],
+    operator_image: str,
+    **extra_values: Any,
 ) -> None:
     """The operator by its Helm chart, on the real node, watching only ``watch``.
 
@@ -158,6 +163,7 @@ def install_operator(
         "nodeSelector": NODE_SELECTOR,
         "tolerations": TOLERATIONS,
         "reconcileIntervalSeconds": 5,
+        **extra_values,
     }
     with tempfile.NamedTemporaryFile("w", suffix=".json") as handle:
         json.dump(values, handle)

@@ -6,6 +6,7 @@ from typing import Any
 
 from modelservice_serving import contract
 from modelservice_serving.contract import WORKER_PORT
+from modelservice_serving.redact import redact_url
 
 from ..models import TrainingSpec
 from ..names import (
@@ -23,14 +24,24 @@ from .common import (
     container_env,
     container_resources,
     container_security_context,
+    credentials_volume,
+    ephemeral_storage,
+    hardened_pod,
     pod_scheduling,
     pod_security_context,
+    tmp_volume,
 )
 from .workers import worker_hosts, workers_service_name
 
 __all__ = ["build_job", "training_args", "training_env", "version_dir"]
 
 DEFAULT_TRAINING_REQUESTS = {"cpu": "1", "memory": "2Gi"}
+# /tmp holds a downloaded dataset (train --dataset-max-bytes, 1 GiB) and Keras' caches.
+TRAINING_TMP_SIZE = "2Gi"
+TRAINING_EPHEMERAL_REQUEST = "1Gi"
+TRAINING_EPHEMERAL_LIMIT = "3Gi"
+# A Job that never ends holds its node (and GPU) forever: a day unless the spec says.
+DEFAULT_ACTIVE_DEADLINE_SECONDS = 24 * 3600
 
 
 def version_dir(version: int) -> str:
@@ -42,7 +53,8 @@ def training_args(training: TrainingSpec, version: int) -> list[str]:
     """Arguments of ``python -m modelservice_serving`` for this training spec."""
     args = [
         "train",
-        f"--dataset={training.dataset}",
+        # Redacted: credentials come from spec.training.datasetCredentials, never the URI.
+        f"--dataset={redact_url(training.dataset)}",
         f"--epochs={training.epochs}",
         f"--batch-size={training.batch_size}",
         f"--learning-rate={training.learning_rate}",
@@ -130,37 +142,54 @@ def build_job(
     name = job_name(owner.name, spec_hash)
     version_label = {LABEL_VERSION: str(version)}
     pod_labels = {**child_metadata(owner, name, "training")["labels"], **version_label}
+    tmp, tmp_mount = tmp_volume(TRAINING_TMP_SIZE)
+    volumes: list[dict[str, Any]] = [store.volume(), tmp]
+    mounts: list[dict[str, Any]] = [store.mount(), tmp_mount]
+    args = training_args(training, version)
+    env = training_env(training, version, name)
+    if training.dataset_credentials is not None:
+        volume, mount, directory = credentials_volume("dataset", training.dataset_credentials)
+        volumes.append(volume)
+        mounts.append(mount)
+        args.append(f"--dataset-credentials-dir={directory}")
+        # Your own training code finds the same files through the environment.
+        env.append({"name": contract.ENV_DATASET_CREDENTIALS_DIR, "value": directory})
+    resources = container_resources(
+        training.resources, training.gpu, defaults, DEFAULT_TRAINING_REQUESTS
+    )
     container: dict[str, Any] = {
         "name": "train",
         "image": training.image or defaults.default_image,
         "imagePullPolicy": defaults.image_pull_policy,
         "command": training.command or ["python", "-m", "modelservice_serving"],
-        "args": (training.args or []) if training.command else training_args(training, version),
-        "env": container_env(training, training_env(training, version, name)),
-        "resources": container_resources(
-            training.resources, training.gpu, defaults, DEFAULT_TRAINING_REQUESTS
+        "args": (training.args or []) if training.command else args,
+        "env": container_env(training, env),
+        "resources": ephemeral_storage(
+            resources, TRAINING_EPHEMERAL_REQUEST, TRAINING_EPHEMERAL_LIMIT
         ),
         "securityContext": container_security_context(),
         "terminationMessagePath": contract.TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
-        "volumeMounts": [store.mount(), {"name": "tmp", "mountPath": "/tmp"}],
+        "volumeMounts": mounts,
     }
-    pod_spec: dict[str, Any] = {
-        "restartPolicy": "Never",
-        "securityContext": pod_security_context(),
-        "containers": [container],
-        "volumes": [store.volume(), {"name": "tmp", "emptyDir": {}}],
-        **pod_scheduling(training, defaults),
-    }
+    pod_spec: dict[str, Any] = hardened_pod(
+        {
+            "restartPolicy": "Never",
+            "securityContext": pod_security_context(),
+            "containers": [container],
+            "volumes": volumes,
+            **pod_scheduling(training, defaults),
+        }
+    )
     template_meta: dict[str, Any] = {"labels": pod_labels}
     if training.pod_annotations:
         template_meta["annotations"] = dict(training.pod_annotations)
     job_spec: dict[str, Any] = {
         "backoffLimit": training.backoff_limit,
+        "activeDeadlineSeconds": training.active_deadline_seconds
+        or DEFAULT_ACTIVE_DEADLINE_SECONDS,
         "template": {"metadata": template_meta, "spec": pod_spec},
     }
-    if training.active_deadline_seconds is not None:
-        job_spec["activeDeadlineSeconds"] = training.active_deadline_seconds
     if training.worker_count > 1:
         workers = training.worker_count
         container["ports"] = [

@@ -10,6 +10,7 @@ from typing import Any
 
 from .. import logs, report
 from ..contract import TrainingFailure
+from ..redact import redact_text
 from ..settings import TrainSettings
 from .errors import TrainingError
 
@@ -37,6 +38,7 @@ def run(settings: TrainSettings) -> int:
         version_number=result.version,
         uri=result.uri,
         trained_at=result.trained_at,
+        lineage=result.lineage,
         path=settings.termination_log,
     )
     return 0
@@ -49,7 +51,8 @@ def fail(
     highest = (details or {}).get("highestVersion")
     return report.failed(
         reason,
-        message,
+        # A message may quote the dataset URI: never with its query string or user info.
+        redact_text(message),
         path=termination_log,
         highest_version=highest if isinstance(highest, int) else None,
     )

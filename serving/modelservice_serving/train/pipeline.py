@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,11 +12,14 @@ import numpy as np
 import numpy.typing as npt
 
 from .. import report
+from ..credentials import CredentialsError, request_headers
+from ..download import DownloadPolicy, parse_networks
 from ..export import save_version
+from ..redact import redact_url
 from ..settings import TrainSettings
 from . import datasets
 from .distribution import Placement
-from .errors import InvalidSettingsError
+from .errors import DatasetDownloadFailedError, InvalidSettingsError
 from .output import StagedOutput, version_from_dir
 from .scaling import fit_scaling
 
@@ -43,6 +46,37 @@ class TrainingResult:
     uri: str
     metrics: dict[str, float]
     trained_at: str
+    lineage: dict[str, Any] = field(default_factory=dict)
+
+
+def _lineage(settings: TrainSettings, data: datasets.Dataset) -> dict[str, Any]:
+    """Where a version came from: the dataset (URI redacted, SHA-256), the hyperparameters."""
+    return {
+        "datasetUri": redact_url(settings.dataset),
+        "datasetSha256": data.sha256,
+        "hyperparameters": {
+            "epochs": settings.epochs,
+            "batchSize": settings.batch_size,
+            "learningRate": settings.learning_rate,
+            "hiddenUnits": list(settings.hidden_units),
+            "validationSplit": settings.validation_split,
+            "testSplit": settings.test_split,
+            "seed": settings.seed,
+        },
+    }
+
+
+def download_policy(settings: TrainSettings) -> DownloadPolicy:
+    """The limits of a dataset download: allowed networks, deadline, bytes, credentials."""
+    try:
+        return DownloadPolicy(
+            max_bytes=settings.dataset_max_bytes,
+            deadline_s=settings.download_timeout_s,
+            allowed_networks=parse_networks(settings.download_allow_networks),
+            headers=request_headers(settings.dataset_credentials_dir),
+        )
+    except (CredentialsError, ValueError) as exc:
+        raise DatasetDownloadFailedError(str(exc)) from exc
 
 
 def split(data: datasets.Dataset, settings: TrainSettings) -> Splits:
@@ -208,12 +242,14 @@ def train(settings: TrainSettings, place: Placement) -> TrainingResult:
     if settings.seed is not None:
         keras.utils.set_random_seed(settings.seed)
         tf.config.experimental.enable_op_determinism()
-    data = datasets.load(settings.dataset, settings.label_column)
+    data = datasets.load(settings.dataset, settings.label_column, download_policy(settings))
     parts = split(data, settings)
     log.info(
         "dataset ready",
         extra={
             "dataset": data.name,
+            "datasetUri": redact_url(settings.dataset),
+            "datasetSha256": data.sha256,
             "features": data.num_features,
             "classes": len(data.classes),
             "train": len(parts.y_train),
@@ -252,6 +288,7 @@ def train(settings: TrainSettings, place: Placement) -> TrainingResult:
     version = (
         settings.version if settings.version is not None else version_from_dir(settings.output)
     )
+    lineage = _lineage(settings, data)
     save_version(
         model,
         settings.output,
@@ -261,22 +298,17 @@ def train(settings: TrainSettings, place: Placement) -> TrainingResult:
         chief=place.is_chief,
         trained_at=trained_at,
         metadata={
+            **lineage,
             "dataset": data.name,
             "workers": place.workers,
             "hyperparameters": {
-                "epochs": settings.epochs,
-                "batchSize": settings.batch_size,
-                "learningRate": settings.learning_rate,
-                "hiddenUnits": list(settings.hidden_units),
-                "validationSplit": settings.validation_split,
-                "testSplit": settings.test_split,
-                "seed": settings.seed,
+                **lineage["hyperparameters"],
                 "optimizer": "adam",
                 "activation": "relu",
             },
         },
     )
-    return TrainingResult(version, str(settings.output), metrics, trained_at)
+    return TrainingResult(version, str(settings.output), metrics, trained_at, lineage)
 
 
 def configure_threads() -> None:

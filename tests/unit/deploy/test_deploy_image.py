@@ -34,11 +34,12 @@ def test_dockerfile_shape() -> None:
     assert "FROM ${BASE_IMAGE}" in text
     assert "'.[operator]'" in text
     assert "serving/" not in re.findall(r"^COPY .*", text, re.M)[0]
-    # Of the serving code only the contract module (stdlib + pydantic) enters the image.
+    # Of the serving code only the contract and the URL redaction (stdlib + pydantic).
     (serving_copy,) = re.findall(r"^COPY serving.*", text, re.M)
     assert serving_copy.split()[1:-1] == [
         "serving/modelservice_serving/__init__.py",
         "serving/modelservice_serving/contract.py",
+        "serving/modelservice_serving/redact.py",
         "serving/modelservice_serving/py.typed",
     ]
     assert re.search(r"^USER 1000:1000$", text, re.M)
@@ -62,6 +63,7 @@ def test_build_context_is_only_the_operator() -> None:
     assert [line for line in ignore if line.startswith("!serving/")] == [
         "!serving/modelservice_serving/__init__.py",
         "!serving/modelservice_serving/contract.py",
+        "!serving/modelservice_serving/redact.py",
         "!serving/modelservice_serving/py.typed",
     ]
 

@@ -150,6 +150,7 @@ def test_children_are_created_without_force_and_replicas_handed_over() -> None:
         ("Deployment", "modelservice-operator", False, True),
         ("Deployment", INITIAL_REPLICAS_MANAGER, False, False),
         ("Service", "modelservice-operator", False, True),
+        ("NetworkPolicy", "modelservice-operator", False, True),
         ("HorizontalPodAutoscaler", "modelservice-operator", False, True),
         ("PodDisruptionBudget", "modelservice-operator", False, True),
     ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -154,6 +155,13 @@ def test_csv_with_named_labels_trains(tmp_path: Path) -> None:
     metadata = json.loads((tmp_path / "v4" / "metadata.json").read_text())
     assert metadata["classes"] == ["cat", "dog"]
     assert metadata["inputs"][0]["shape"] == [-1, 2]
+    # Lineage, in the version's metadata and in the result the operator records.
+    sha256 = hashlib.sha256(data.read_bytes()).hexdigest()
+    for lineage in (metadata, message):
+        assert lineage["datasetUri"] == f"file://{data}"
+        assert lineage["datasetSha256"] == sha256
+        assert lineage["hyperparameters"]["hiddenUnits"] == [8]
+        assert lineage["hyperparameters"]["seed"] == 1
 
 
 def test_version_from_directory_name() -> None:
