@@ -23,6 +23,7 @@ from .access import BearerTokenMiddleware, read_token
 from .batching import DynamicBatcher
 from .contract import ServerFailure, server_failure_line
 from .fetch import ModelDownloadError, fetch_model
+from .grpc_server import GrpcListener
 from .metrics import RequestMetricsMiddleware, ServerMetrics
 from .model import ServedModel
 from .redact import redact_url
@@ -118,6 +119,8 @@ def create_app(settings: ServeSettings, loader: ModelLoader = load_model) -> Fas
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        grpc_listener = GrpcListener(state)
+        await grpc_listener.start()
         loading = asyncio.create_task(_load(state, loader))
         try:
             yield
@@ -126,6 +129,7 @@ def create_app(settings: ServeSettings, loader: ModelLoader = load_model) -> Fas
             metrics.model_ready.set(0)
             if not loading.done():
                 loading.cancel()
+            await grpc_listener.stop(settings.graceful_timeout_s)
             if state.batcher is not None:
                 await state.batcher.stop()
 

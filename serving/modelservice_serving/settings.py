@@ -110,6 +110,9 @@ class ServeSettings(_Settings):
     model_name: str = Field("model", description="the name clients address the model by")
     host: str = Field("0.0.0.0", description="address to bind")
     port: int = Field(contract.HTTP_PORT, ge=0, le=65535, description="port to bind")
+    grpc_port: int = Field(
+        8081, ge=0, le=65535, description="gRPC port (Open Inference Protocol); 0 = any free"
+    )
     max_batch_size: int = Field(
         contract.DEFAULT_MAX_BATCH_SIZE, ge=1, description="most rows merged into one model call"
     )

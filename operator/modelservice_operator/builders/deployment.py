@@ -33,6 +33,7 @@ from .common import (
 )
 
 __all__ = [
+    "GRPC_PORT",
     "HTTP_PORT",
     "METRICS_PORT",
     "METRICS_PORT_NAME",
@@ -47,6 +48,7 @@ HTTP_PORT = contract.HTTP_PORT
 METRICS_PORT = 9090
 METRICS_PORT_NAME = "metrics"
 AUTH_MOUNT = "/var/run/secrets/modelservice/auth"
+GRPC_PORT = 8081  # the Open Inference Protocol's gRPC service
 PRE_STOP_SECONDS = 5
 DEFAULT_GRACE_SECONDS = 30
 DEFAULT_SERVING_REQUESTS = {"cpu": "500m", "memory": "1Gi"}
@@ -103,6 +105,7 @@ def _server_args(
         *_model_args(model_dir, model_uri),
         f"--model-name={name}",
         f"--port={HTTP_PORT}",
+        f"--grpc-port={GRPC_PORT}",
         "--host=0.0.0.0",
         f"--max-batch-size={batching.max_batch_size if batching else DEFAULT_MAX_BATCH_SIZE}",
         f"--max-latency-ms={batching.max_latency_ms if batching else DEFAULT_MAX_LATENCY_MS}",
@@ -185,6 +188,7 @@ def build_deployment(
         "args": args,
         "ports": [
             {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
+            {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
             {"name": METRICS_PORT_NAME, "containerPort": METRICS_PORT, "protocol": "TCP"},
         ],
         "env": container_env(serving, [{"name": "HOME", "value": "/tmp"}]),

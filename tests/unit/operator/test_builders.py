@@ -119,8 +119,10 @@ def test_deployment_gpu_probes_security_and_replicas(
     ]
     assert c["ports"] == [
         {"name": "http", "containerPort": 8080, "protocol": "TCP"},
+        {"name": "grpc", "containerPort": 8081, "protocol": "TCP"},
         {"name": "metrics", "containerPort": 9090, "protocol": "TCP"},
     ]
+    assert "--grpc-port=8081" in c["args"]
     assert c["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
     assert c["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
     assert c["startupProbe"]["httpGet"]["path"] == "/v2/health/live"
@@ -174,8 +176,17 @@ def test_mig_resource(owner: Owner, settings: OperatorSettings) -> None:
 def test_service_and_url(owner: Owner) -> None:
     svc = build_service(owner)
     _owner_ref_ok(svc, owner)
-    assert svc["spec"]["ports"][0]["port"] == 8080
-    assert svc["spec"]["ports"][0]["name"] == "http"
+    assert svc["spec"]["ports"] == [
+        {"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP"},
+        {
+            "name": "grpc",
+            "port": 8081,
+            "targetPort": "grpc",
+            "protocol": "TCP",
+            "appProtocol": "kubernetes.io/h2c",
+        },
+        {"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"},
+    ]
     assert svc["spec"]["selector"] == {
         "modelservice.dev/name": "digits",
         "modelservice.dev/component": "predictor",
