@@ -140,6 +140,8 @@ UNUSED = [
     ("create", "pods", "--subresource=exec"),
     ("delete", "persistentvolumeclaims"),
     ("delete", "deployments.apps"),
+    ("get", "services"),  # read from the watch-fed cache, never GET
+    ("get", "deployments.apps"),
     ("create", "roles.rbac.authorization.k8s.io"),
     ("create", "serviceaccounts", "--subresource=token"),
     ("patch", "events"),
