@@ -100,6 +100,11 @@ proto: $(VENV) ## regenerate the gRPC message modules (committed) from the Open 
 bench-peers: ## install the benchmark's peers (Triton, KServe, MLServer, Ray, BentoML) in venvs outside the repo
 	tests/benchmarks/install_peers.sh
 
+.PHONY: bench-operator
+bench-operator: $(VENV) ## operator at N=100/300/1000 ModelServices vs the API floor; writes tests/benchmarks/operator.md
+	$(CLUSTER) up
+	$(PY) tests/benchmarks/operator_bench.py $(BENCH_ARGS)
+
 .PHONY: bench
 bench: $(VENV) ## serving benchmark (HTTP, gRPC, cold start) vs every peer; writes tests/benchmarks/serving.md
 	$(PY) tests/benchmarks/serving_bench.py

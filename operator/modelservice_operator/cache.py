@@ -39,6 +39,7 @@ CHILD_KINDS: dict[str, tuple[str, ...]] = {
     "Service": ("v1", "services"),
     "HorizontalPodAutoscaler": ("autoscaling", "v2", "horizontalpodautoscalers"),
     "PodDisruptionBudget": ("policy", "v1", "poddisruptionbudgets"),
+    "NetworkPolicy": ("networking.k8s.io", "v1", "networkpolicies"),
     "PersistentVolumeClaim": ("v1", "persistentvolumeclaims"),
 }
 MODELSERVICE_INDEX = "modelservices"

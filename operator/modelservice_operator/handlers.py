@@ -12,6 +12,12 @@ A reconcile runs on:
   got stuck), so that status follows the cluster at once rather than at the next tick;
 - a periodic resync that walks the cache, spread over the interval rather than in a burst.
 
+None of them reconciles in place: each adds the ModelService's key to one work queue
+(workqueue.py), which runs at most ``max_concurrent_reconciles`` at once, never one object
+twice at a time, and backs a failing object off alone (exponential with jitter, at least the
+API's Retry-After) while the others carry on. With leader election on, only the replica that
+holds the Lease (leader.py) starts its watches.
+
 The resync is a plain task instead of a ``kopf.timer``: kopf puts a finalizer on every object
 a timer serves, and a finalizer would leave ModelServices stuck in Terminating whenever the
 operator is not running. Children go by garbage collection (ownerReferences), so the operator
@@ -27,12 +33,14 @@ from typing import Any
 
 import kopf
 
-from . import metrics
+from . import leader, metrics, redaction
+from .backoff import BackoffPolicy
 from .cache import CHILD_KINDS, MODELSERVICE_INDEX, IndexSource, index_id, snapshot
 from .kube import ApiError, Kube, connect
 from .names import GROUP, LABEL_NAME, PLURAL, VERSION
 from .reconciler import forget, reconcile
-from .settings import get_settings
+from .settings import OperatorSettings, get_settings
+from .workqueue import WorkQueue
 
 __all__ = ["close", "configure", "on_change", "on_child_event", "on_modelservice_event"]
 
@@ -71,10 +79,12 @@ def _index_modelservice(
 
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
-    """Keep kopf's bookkeeping in annotations (status is ours), quiet events, peering.
+    """Keep kopf's bookkeeping in annotations (status is ours), quiet events, no peering.
 
     kopf hands every index to every handler as a keyword named by its id; the index objects
-    live as long as the operator, so the reconciler keeps them.
+    live as long as the operator, so the reconciler keeps them. With leader election on, this
+    waits until this replica holds the Lease: kopf starts its watches only after the startup
+    handlers, so a standby makes no request but the Lease's.
     """
     ids = [MODELSERVICE_INDEX, *(index_id(kind) for kind in CHILD_KINDS)]
     indices: dict[str, Any] = {i: kwargs[i] for i in ids}
@@ -84,35 +94,39 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: 
         prefix=STORAGE_PREFIX, key="last-handled-configuration"
     )
     settings.posting.level = logging.WARNING
-    if config.peering:
-        settings.peering.name = config.peering
-        settings.peering.mandatory = True
-    else:
-        settings.peering.standalone = True
+    redaction.install()
+    # One active replica is the Lease's business (leader.py), not kopf peering's.
+    settings.peering.standalone = True
     settings.watching.server_timeout = 300
     settings.networking.request_timeout = 60
     # Watch only this operator's children, filtered by the API server, not every pod.
     for selector in CHILD_KINDS.values():
         settings.watching.label_selectors[selector] = LABEL_NAME  # type: ignore[index]
-    if config.metrics_port:
+    if config.metrics_port:  # a standby is scraped too: its target is up, its counts zero
         memo["metrics"] = metrics.serve(config.metrics_port)
-    memo["kube"] = await connect()
+    memo["kube"] = kube = await connect(metrics.observe_api_call)
+    if config.leader_election:
+        memo["lease"] = await leader.lead(kube, config)
     memo["source"] = IndexSource(indices)
-    memo["nudged"] = set()
-    # Set by the first resource handler: kopf calls none before every index holds its
-    # initial listing, and the resync must not take a cache still filling for the truth.
-    memo["indexed"] = asyncio.Event()
+    memo["queue"] = _start_queue(memo, config)
+    memo["indexed"] = asyncio.Event()  # set by the first resource handler (_set_indexed)
     memo["resync"] = asyncio.create_task(_resync_forever(memo, config.reconcile_interval_s))
 
 
 @kopf.on.cleanup()
 async def close(memo: kopf.Memo, **_: Any) -> None:
-    """Stop the resync, close the API client and stop serving metrics."""
+    """Stop the resync and the queue, hand the Lease over, close the client and metrics."""
     task = memo.get("resync")
     if isinstance(task, asyncio.Task):
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+    queue = memo.get("queue")
+    if isinstance(queue, WorkQueue):
+        await queue.stop()
+    lease = memo.get("lease")
+    if isinstance(lease, leader.Leadership):
+        await lease.release()
     kube = memo.get("kube")
     if isinstance(kube, Kube):
         await kube.close()
@@ -122,9 +136,6 @@ async def close(memo: kopf.Memo, **_: Any) -> None:
 
 
 async def _reconcile(namespace: str, name: str, memo: kopf.Memo) -> None:
-    indexed = memo["indexed"]
-    assert isinstance(indexed, asyncio.Event)
-    indexed.set()
     kube = memo["kube"]
     source = memo["source"]
     assert isinstance(kube, Kube)
@@ -133,29 +144,47 @@ async def _reconcile(namespace: str, name: str, memo: kopf.Memo) -> None:
     await reconcile(kube, body, get_settings(), source)
 
 
+def _start_queue(memo: kopf.Memo, config: OperatorSettings) -> WorkQueue[Key]:
+    async def process(key: Key) -> None:
+        await _reconcile(key[0], key[1], memo)
+
+    queue: WorkQueue[Key] = WorkQueue(
+        process,
+        workers=config.max_concurrent_reconciles,
+        policy=BackoffPolicy(base_s=config.backoff_base_s, max_s=config.backoff_max_s),
+        retry_after=lambda exc: exc.retry_after if isinstance(exc, ApiError) else None,
+        expected=(ApiError,),
+    )
+    queue.start()
+    return queue
+
+
+def _queue(memo: kopf.Memo) -> WorkQueue[Key]:
+    queue = memo["queue"]
+    assert isinstance(queue, WorkQueue)
+    return queue
+
+
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL)
 async def on_change(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
-    """A ModelService appeared, changed, or was found at startup: reconcile it."""
+    """A ModelService appeared, changed, or was found at startup: reconcile it (queued)."""
     assert namespace, "ModelService is namespaced"
-    try:
-        await _reconcile(namespace, name, memo)
-    except ApiError as exc:
-        raise kopf.TemporaryError(f"API error, retrying: {exc}", delay=5) from exc
+    _set_indexed(memo)
+    _queue(memo).add((namespace, name))
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
 async def on_modelservice_event(
     event: kopf.RawEvent, namespace: str | None, name: str, memo: kopf.Memo, **_: Any
 ) -> None:
-    """Forget a deleted ModelService: its lock, its phase gauge, its pending writes."""
-    indexed = memo["indexed"]
-    assert isinstance(indexed, asyncio.Event)
-    indexed.set()
+    """Forget a deleted ModelService: its lock, its phase gauge, its queue entry and writes."""
+    _set_indexed(memo)
     if event.get("type") != "DELETED" or not namespace:
         return
     forget(namespace, name)
+    _queue(memo).forget((namespace, name))
     source = memo.get("source")
     if isinstance(source, IndexSource):
         source.overlay.forget(namespace, name)
@@ -164,25 +193,14 @@ async def on_modelservice_event(
 async def on_child_event(
     namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **_: Any
 ) -> None:
-    """A child moved: reconcile its ModelService now instead of at the next tick."""
+    """A child moved: reconcile its ModelService soon instead of at the next tick."""
     owner = labels.get(LABEL_NAME)
     source = memo["source"]
     assert isinstance(source, IndexSource)
     if not namespace or not owner or (namespace, owner) not in source.indices[MODELSERVICE_INDEX]:
         return
-    nudged: set[Key] = memo["nudged"]
-    key = (namespace, owner)
-    if key in nudged:
-        return
-    nudged.add(key)
-    try:
-        await asyncio.sleep(CHILD_EVENT_DEBOUNCE_S)
-    finally:
-        nudged.discard(key)
-    try:
-        await _reconcile(namespace, owner, memo)
-    except ApiError as exc:
-        log.warning("reconcile of %s/%s after a child event failed: %s", namespace, owner, exc)
+    # The queue keeps the earliest due time: a burst of events is one reconcile.
+    _queue(memo).add((namespace, owner), delay=CHILD_EVENT_DEBOUNCE_S)
 
 
 for _kind in NUDGING_KINDS:
@@ -190,24 +208,26 @@ for _kind in NUDGING_KINDS:
 
 
 async def _resync_forever(memo: kopf.Memo, interval_s: float) -> None:
-    """Reconcile every cached ModelService once per ``interval_s``, spread evenly over it."""
+    """Queue every cached ModelService once per ``interval_s``, spread evenly over it.
+
+    A key that is backing off waits for its own time; failures are the queue's business.
+    """
     source = memo["source"]
     indexed = memo["indexed"]
     assert isinstance(source, IndexSource)
     assert isinstance(indexed, asyncio.Event)
     await indexed.wait()
+    queue = _queue(memo)
     while True:
+        await asyncio.sleep(interval_s)
         keys = source.model_services()
-        if not keys:
-            await asyncio.sleep(interval_s)
-            continue
-        gap = interval_s / len(keys)
-        for namespace, name in keys:
-            await asyncio.sleep(gap)
-            try:
-                await _reconcile(namespace, name, memo)
-            except ApiError as exc:
-                log.warning("resync of %s/%s failed: %s", namespace, name, exc)
-            except Exception:
-                # One broken object must not stop the resync of all the others.
-                log.exception("resync of %s/%s crashed", namespace, name)
+        for index, key in enumerate(keys):
+            queue.add(key, delay=interval_s * index / len(keys))
+
+
+def _set_indexed(memo: kopf.Memo) -> None:
+    # kopf calls no resource handler before every index holds its initial listing, and the
+    # resync must not take a cache still filling for the truth.
+    indexed = memo["indexed"]
+    assert isinstance(indexed, asyncio.Event)
+    indexed.set()

@@ -3,11 +3,15 @@
 Objects travel as plain dicts in their wire form, so builders, diagnosis and tests never see
 generated client models. Creating an object that exists is not an error: the caller gets the
 existing object back and compares.
+
+The client knows nothing of metrics: whoever creates it passes an ``observer`` that is told
+the method and HTTP status of every call (``metrics.observe_api_call`` counts them).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -15,14 +19,23 @@ from typing import Any
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from .metrics import API_ERRORS
+from modelservice_serving.redact import redact_json, redact_text
+
+from .backoff import parse_retry_after
 from .names import GROUP, MANAGED_BY, PLURAL, VERSION
 
-__all__ = ["KINDS", "ApiError", "Kube", "Resource", "connect"]
+__all__ = ["KINDS", "ApiError", "ApiObserver", "Kube", "Resource", "connect"]
 
 log = logging.getLogger(__name__)
 
 REQUEST_TIMEOUT_S = 30
+
+# Told of every API call: (HTTP method, status or 0 for no response, expected by the caller).
+ApiObserver = Callable[[str, int, bool], None]
+
+
+def _ignore(_method: str, _status: int, _expected: bool) -> None:
+    return None
 
 
 @dataclass(frozen=True)
@@ -49,35 +62,44 @@ KINDS: dict[str, Resource] = {
     "PersistentVolumeClaim": Resource("v1", "persistentvolumeclaims"),
     "Event": Resource("v1", "events"),
     "Deployment": Resource("apps/v1", "deployments"),
+    "NetworkPolicy": Resource("networking.k8s.io/v1", "networkpolicies"),
     "Job": Resource("batch/v1", "jobs"),
     "HorizontalPodAutoscaler": Resource("autoscaling/v2", "horizontalpodautoscalers"),
+    "ScaledObject": Resource("keda.sh/v1alpha1", "scaledobjects"),
     "PodDisruptionBudget": Resource("policy/v1", "poddisruptionbudgets"),
     "ModelService": Resource(f"{GROUP}/{VERSION}", PLURAL),
+    "Lease": Resource("coordination.k8s.io/v1", "leases"),
 }
 
 
 class ApiError(Exception):
-    """An API call failed with an HTTP status other than the ones handled here."""
+    """An API call failed with an HTTP status other than the ones handled here.
 
-    def __init__(self, status: int, message: str) -> None:
+    ``retry_after`` holds the seconds of the response's ``Retry-After`` header (429 Too Many
+    Requests from API Priority and Fairness, 503 from an overloaded server), else None.
+    """
+
+    def __init__(self, status: int, message: str, retry_after: float | None = None) -> None:
         super().__init__(f"{status}: {message}")
         self.status = status
+        self.retry_after = retry_after
 
 
-async def connect() -> Kube:
+async def connect(observer: ApiObserver | None = None) -> Kube:
     """Load in-cluster config, else the kubeconfig, and return a client."""
     try:
         config.load_incluster_config()  # type: ignore[no-untyped-call]
     except config.ConfigException:
         await config.load_kube_config()
-    return Kube(client.ApiClient())
+    return Kube(client.ApiClient(), observer)
 
 
 class Kube:
     """Thin async access to the API for the reconciler."""
 
-    def __init__(self, api: client.ApiClient) -> None:
+    def __init__(self, api: client.ApiClient, observer: ApiObserver | None = None) -> None:
         self.api = api
+        self.observer: ApiObserver = observer or _ignore
 
     async def close(self) -> None:
         """Close the HTTP session."""
@@ -96,7 +118,7 @@ class Kube:
     ) -> Any:
         """One API call; statuses in ``expected`` are the caller's flow, not counted errors."""
         try:
-            return await self.api.call_api(
+            data, status, _headers = await self.api.call_api(
                 path,
                 method,
                 query_params=query or [],
@@ -104,16 +126,20 @@ class Kube:
                 body=body,
                 response_types_map={200: response, 201: response, 202: response},
                 auth_settings=["BearerToken"],
-                _return_http_data_only=True,
+                _return_http_data_only=False,
                 _request_timeout=REQUEST_TIMEOUT_S,
             )
         except ApiException as exc:
-            if (exc.status or 0) not in expected:
-                API_ERRORS.labels(status=str(exc.status or 0)).inc()
-            raise ApiError(exc.status or 0, str(exc.body or exc.reason)[:500]) from exc
+            status = exc.status or 0
+            self.observer(method, status, status in expected)
+            raise ApiError(
+                status, str(exc.body or exc.reason)[:500], _retry_after(exc.headers)
+            ) from exc
         except Exception:  # no response at all (timeout, connection refused): status 0
-            API_ERRORS.labels(status="0").inc()
+            self.observer(method, 0, False)
             raise
+        self.observer(method, int(status), True)
+        return data
 
     async def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         """Return the object, or None when it does not exist."""
@@ -127,6 +153,16 @@ class Kube:
             raise
         return obj
 
+    async def serves(self, api_version: str, plural: str) -> bool:
+        """Whether the API serves ``plural`` in the group/version (discovery, not RBAC)."""
+        try:
+            found = await self._call("GET", f"/apis/{api_version}", expected=(404, 503))
+        except ApiError as exc:
+            if exc.status in (404, 503):  # 503: an aggregated API that is down
+                return False
+            raise
+        return any(r.get("name") == plural for r in found.get("resources") or [])
+
     async def list_objects(
         self, kind: str, namespace: str, labels: dict[str, str] | None = None
     ) -> list[dict[str, Any]]:
@@ -135,6 +171,13 @@ class Kube:
         if labels:
             query.append(("labelSelector", ",".join(f"{k}={v}" for k, v in labels.items())))
         result = await self._call("GET", KINDS[kind].path(namespace), query=query)
+        items: list[dict[str, Any]] = result.get("items") or []
+        return items
+
+    async def list_events(self, namespace: str, reason: str) -> list[dict[str, Any]]:
+        """Return the core/v1 Events about Pods in ``namespace`` with this ``reason``."""
+        query = [("fieldSelector", f"involvedObject.kind=Pod,reason={reason}")]
+        result = await self._call("GET", KINDS["Event"].path(namespace), query=query)
         items: list[dict[str, Any]] = result.get("items") or []
         return items
 
@@ -176,6 +219,19 @@ class Kube:
             body=manifest,
             query=query,
             content_type="application/apply-patch+yaml",
+        )
+        return obj
+
+    async def replace(
+        self, kind: str, namespace: str, name: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        """PUT ``body`` (with its ``resourceVersion``: 409 when someone wrote in between)."""
+        obj: dict[str, Any] = await self._call(
+            "PUT",
+            KINDS[kind].path(namespace, name),
+            body=body,
+            query=_field_manager(),
+            expected=(409,),
         )
         return obj
 
@@ -221,11 +277,15 @@ class Kube:
     async def patch_status(
         self, namespace: str, name: str, status: dict[str, Any]
     ) -> dict[str, Any]:
-        """Merge-patch ``status`` of a ModelService through the status subresource."""
+        """Merge-patch ``status`` of a ModelService through the status subresource.
+
+        Every URL in it is redacted (no user info, no query string): status is readable by
+        whoever may read the ModelService.
+        """
         obj: dict[str, Any] = await self._call(
             "PATCH",
             KINDS["ModelService"].path(namespace, name, "status"),
-            body={"status": status},
+            body={"status": redact_json(status)},
             query=_field_manager(),
             content_type="application/merge-patch+json",
         )
@@ -247,6 +307,7 @@ class Kube:
                 _preload_content=False,
                 _request_timeout=REQUEST_TIMEOUT_S,
             )
+            self.observer("GET", resp.status, resp.status in (200, 400, 404))
             try:
                 if resp.status != 200:
                     log.debug("no log for pod %s/%s: HTTP %s", namespace, name, resp.status)
@@ -255,6 +316,7 @@ class Kube:
             finally:
                 resp.release()
         except Exception as exc:  # a kubelet that does not answer is not our failure
+            self.observer("GET", 0, False)
             log.debug("no log for pod %s/%s: %r", namespace, name, exc)
             return None
         return text
@@ -277,7 +339,7 @@ class Kube:
             },
             "type": type_,
             "reason": reason,
-            "message": message[:1024],
+            "message": redact_text(message)[:1024],
             "firstTimestamp": now,
             "lastTimestamp": now,
             "count": 1,
@@ -289,6 +351,14 @@ class Kube:
             await self._call("POST", KINDS["Event"].path(meta["namespace"]), body=body)
         except ApiError as exc:  # an event is best effort
             log.warning("cannot record event %s on %s: %s", reason, meta["name"], exc)
+
+
+def _retry_after(headers: Any) -> float | None:
+    """The Retry-After of a failed response, in seconds (headers may be absent)."""
+    if not headers:
+        return None
+    value = headers.get("Retry-After") if hasattr(headers, "get") else None
+    return parse_retry_after(value if isinstance(value, str) else None)
 
 
 def _field_manager() -> list[tuple[str, str]]:

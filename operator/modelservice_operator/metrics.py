@@ -4,6 +4,9 @@ The series live in a registry of their own (not prometheus_client's global one),
 process that also imports the serving package, such as the test runner, never mixes the two.
 Counters count transitions the reconciler records once (a Job created, a version promoted, a
 gate failed), never levels it sees again at every resync.
+
+The API client does not import this module: :func:`observe_api_call` is the observer the
+handlers give it, so that the client stays usable (and testable) without a registry.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from .models import Phase
 
 __all__ = [
     "API_ERRORS",
+    "API_REQUESTS",
     "GATE_FAILURES",
     "MODELSERVICES",
     "PROMOTIONS",
@@ -26,6 +30,7 @@ __all__ = [
     "REGISTRY",
     "TRAINING_JOBS",
     "forget_phase",
+    "observe_api_call",
     "observe_phase",
     "serve",
 ]
@@ -53,6 +58,13 @@ API_ERRORS = Counter(
     f"{PREFIX}_api_errors",
     "Kubernetes API responses the operator did not expect, by HTTP status (0: no response).",
     ["status"],
+    registry=REGISTRY,
+)
+API_REQUESTS = Counter(
+    f"{PREFIX}_api_requests",
+    "Kubernetes API requests the operator's reconciler made, by HTTP method and status code "
+    "(0: no response). kopf's own watches and annotation patches are not counted.",
+    ["method", "code"],
     registry=REGISTRY,
 )
 MODELSERVICES = Gauge(
@@ -112,6 +124,13 @@ def forget_phase(key: str) -> None:
     with _phases_lock:
         if _phases.pop(key, None) is not None:
             _publish()
+
+
+def observe_api_call(method: str, status: int, expected: bool) -> None:
+    """Count one API call; a failure the caller did not expect is also an API error."""
+    API_REQUESTS.labels(method=method, code=str(status)).inc()
+    if not expected and (status == 0 or status >= 400):
+        API_ERRORS.labels(status=str(status)).inc()
 
 
 def serve(port: int, host: str = "0.0.0.0") -> Any | None:

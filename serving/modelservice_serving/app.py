@@ -16,14 +16,17 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 
-from . import __version__, errors, protocol_v1, protocol_v2, routing
+from . import __version__, errors, openapi, payloads, protocol_v1, protocol_v2, routing
+from .access import BearerTokenMiddleware, read_token
 from .batching import DynamicBatcher
+from .contract import ServerFailure, server_failure_line
 from .fetch import ModelDownloadError, fetch_model
 from .grpc_server import GrpcListener
 from .metrics import RequestMetricsMiddleware, ServerMetrics
 from .model import ServedModel
+from .redact import redact_url
 from .settings import ServeSettings
 from .state import ServingState
 
@@ -41,6 +44,9 @@ def load_model(settings: ServeSettings) -> ServedModel:
             settings.model_cache_dir,
             settings.model_max_bytes,
             settings.download_timeout_s,
+            allowed_networks=settings.download_allow_networks,
+            credentials_dir=settings.model_credentials_dir,
+            max_entries=settings.model_max_entries,
         )
     assert model_dir is not None  # the settings give exactly one source
     return ServedModel.load(model_dir, settings.model_name, settings.model_threads)
@@ -49,10 +55,8 @@ def load_model(settings: ServeSettings) -> ServedModel:
 def _failure_line(exc: Exception) -> str:
     """One line, ``Reason: message``, for the log and the termination message."""
     if isinstance(exc, ModelDownloadError):
-        text = f"ModelDownloadFailed: {exc}"
-    else:
-        text = f"ModelLoadFailed: {type(exc).__name__}: {exc}"
-    return " ".join(text.split())[:2000]
+        return server_failure_line(ServerFailure.MODEL_DOWNLOAD_FAILED, str(exc))
+    return server_failure_line(ServerFailure.MODEL_LOAD_FAILED, f"{type(exc).__name__}: {exc}")
 
 
 def _warm_up_sizes(max_batch_size: int) -> tuple[int, ...]:
@@ -72,7 +76,7 @@ async def _load(state: ServingState, loader: ModelLoader) -> None:
         await asyncio.to_thread(model.warm_up, _warm_up_sizes(settings.max_batch_size))
     except Exception as exc:
         state.load_error = _failure_line(exc)
-        source = settings.model_uri or str(settings.model_dir)
+        source = redact_url(settings.model_uri or str(settings.model_dir))
         if isinstance(exc, ModelDownloadError):  # a clear line, not a trace, says it all
             log.error("model failed to download", extra={"model": source, "error": str(exc)})
         else:
@@ -135,24 +139,56 @@ def create_app(settings: ServeSettings, loader: ModelLoader = load_model) -> Fas
         description="KServe V1 and Open Inference Protocol (V2) over one dynamically batched "
         "TensorFlow SavedModel.",
         lifespan=lifespan,
+        # The API's description is for developers: off unless asked (--docs).
+        docs_url="/docs" if settings.docs else None,
+        redoc_url="/redoc" if settings.docs else None,
+        openapi_url="/openapi.json" if settings.docs else None,
     )
     app.state.serving = state
     errors.install(app)
     app.include_router(protocol_v2.router)
     app.include_router(protocol_v1.router)
 
-    @app.get("/", tags=["health"], summary="Liveness (KServe)")
-    async def root() -> dict[str, str]:
-        return {"status": "alive"}
+    @app.get(
+        "/",
+        tags=["health"],
+        summary="Liveness (KServe)",
+        responses=openapi.responses(
+            ok={
+                "type": "object",
+                "required": ["status"],
+                "properties": {"status": {"type": "string"}},
+            }
+        ),
+    )
+    async def root() -> Response:
+        return payloads.json_response({"status": "alive"})
 
-    @app.get("/metrics", tags=["health"], summary="Prometheus metrics")
-    async def prometheus(request: Request) -> Response:
-        metrics.queue_depth.set(state.batcher.queued_rows if state.batcher else 0)
-        body, content_type = metrics.exposition()
-        return Response(body, media_type=content_type)
+    if not settings.metrics_port:  # else served alone on its own port (server.py)
+
+        @app.get(
+            "/metrics",
+            tags=["health"],
+            summary="Prometheus metrics",
+            response_class=PlainTextResponse,
+            responses={
+                200: {
+                    "description": "Prometheus text exposition format 0.0.4",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                }
+            },
+        )
+        async def prometheus(request: Request) -> Response:
+            metrics.queue_depth.set(state.batcher.queued_rows if state.batcher else 0)
+            body, content_type = metrics.exposition()
+            return Response(body, media_type=content_type)
 
     routing.install(app)
+    openapi.install(app, settings.model_name, lambda: state.model)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
+    if settings.auth_token_file is not None:
+        # Outermost: a refused request reaches neither the metrics nor the routes.
+        app.add_middleware(BearerTokenMiddleware, token=read_token(settings.auth_token_file))
     return app
 
 

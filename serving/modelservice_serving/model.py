@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from .contract import datatype_of
+
 log = logging.getLogger(__name__)
 
 Tensors = dict[str, npt.NDArray[Any]]
@@ -35,23 +37,6 @@ DATATYPES: dict[str, type[np.generic]] = {
     "FP32": np.float32,
     "FP64": np.float64,
 }
-_DTYPE_NAMES = {
-    "bool": "BOOL",
-    "uint8": "UINT8",
-    "int8": "INT8",
-    "int16": "INT16",
-    "int32": "INT32",
-    "int64": "INT64",
-    "float16": "FP16",
-    "float32": "FP32",
-    "float64": "FP64",
-    "string": "BYTES",
-}
-
-
-def datatype_of(dtype_name: str) -> str:
-    """Open Inference Protocol datatype of a TensorFlow/NumPy dtype name."""
-    return _DTYPE_NAMES.get(dtype_name, dtype_name.upper())
 
 
 @dataclass(frozen=True)

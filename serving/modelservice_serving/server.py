@@ -9,15 +9,20 @@ batching queue and exits 0.
 from __future__ import annotations
 
 import logging
+import resource
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
+import prometheus_client
 import uvicorn
 
 from . import logs
 from .app import create_app, serving_state
+from .connections import ConnectionLimits, guarded_protocol
 from .settings import ServeSettings
 from .state import ServingState
 
@@ -58,21 +63,67 @@ class DrainingServer(uvicorn.Server):
         return await super().on_tick(counter)
 
 
+# File descriptors kept for everything but client connections (model files, the listening
+# socket, the event loop, TensorFlow's threads).
+RESERVED_FDS = 64
+
+
+def connection_cap(max_connections: int) -> int:
+    """``max_connections``, lowered to fit the open-file limit (raised to its hard limit
+    first): a server out of descriptors cannot even answer its health probe."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    if soft == resource.RLIM_INFINITY:
+        return max_connections
+    cap = max(1, min(max_connections, soft - RESERVED_FDS))
+    if cap < max_connections:
+        log.warning(
+            "connection cap lowered to fit the open-file limit",
+            extra={"max_connections": max_connections, "cap": cap, "nofile": soft},
+        )
+    return cap
+
+
+def protocol_options(settings: ServeSettings, state: ServingState) -> dict[str, Any]:
+    """uvicorn settings that bound what clients can hold: the guarded protocol, keep-alive."""
+    limits = ConnectionLimits(
+        max_header_bytes=settings.max_header_bytes,
+        header_timeout_s=settings.header_timeout_s,
+        body_timeout_s=settings.body_timeout_s,
+        max_connections=connection_cap(settings.max_connections),
+        max_in_flight=settings.max_in_flight,
+        on_reject=lambda reason: state.metrics.connections_refused.labels(reason).inc(),
+    )
+    return {
+        "http": guarded_protocol(limits),
+        "timeout_keep_alive": settings.keep_alive_timeout_s,
+        # Not uvicorn's limit_concurrency: it counts idle connections and would answer 503
+        # to everyone while slow sockets are open; the guarded protocol does both caps.
+        "limit_concurrency": None,
+    }
+
+
 def build_server(settings: ServeSettings) -> DrainingServer:
     app = create_app(settings)
+    state = serving_state(app)
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
         lifespan="on",
+        **protocol_options(settings, state),
         access_log=settings.access_log,
         log_config=logs.uvicorn_log_config(settings.log_level),
         timeout_graceful_shutdown=int(settings.graceful_timeout_s),
         server_header=False,
     )
-    return DrainingServer(config, serving_state(app), settings.drain_delay_s)
+    return DrainingServer(config, state, settings.drain_delay_s)
 
 
 def _write_termination_log(path: Path | None, line: str) -> None:
@@ -87,10 +138,37 @@ def _write_termination_log(path: Path | None, line: str) -> None:
         )
 
 
+def start_metrics_server(settings: ServeSettings, state: ServingState) -> Callable[[], None]:
+    """Serve /metrics alone on ``--metrics-port`` (a thread); return what stops it.
+
+    Its own port lets a NetworkPolicy admit the scraper there and nothing else, and keeps
+    the metrics out of the inference port's auth.
+    """
+    metrics = state.metrics
+    metrics.queue_depth.set_function(
+        lambda: state.batcher.queued_rows if state.batcher is not None else 0
+    )
+    httpd, thread = prometheus_client.start_http_server(
+        settings.metrics_port, settings.host, registry=metrics.registry
+    )
+
+    def stop() -> None:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=5)
+
+    return stop
+
+
 def run(settings: ServeSettings) -> int:
     """Serves until SIGTERM/SIGINT; 1 when the model could not be loaded."""
     server = build_server(settings)
-    server.run()
+    stop_metrics = start_metrics_server(settings, server.state) if settings.metrics_port else None
+    try:
+        server.run()
+    finally:
+        if stop_metrics is not None:
+            stop_metrics()
     if server.state.load_error is not None:
         _write_termination_log(settings.termination_log, server.state.load_error)
         log.error("exiting: model not loaded", extra={"error": server.state.load_error})

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ..models import GPUSpec, PodSpecFields, ResourceRequirements
+from ..models import GPUSpec, PodSpecFields, ResourceRequirements, SecretReference
 from ..names import (
     ANNOTATION_SPEC_HASH,
     GROUP,
@@ -17,6 +17,7 @@ from ..names import (
 )
 
 __all__ = [
+    "CREDENTIALS_ROOT",
     "MODELS_MOUNT",
     "RUN_AS",
     "ModelVolume",
@@ -26,13 +27,20 @@ __all__ = [
     "container_env",
     "container_resources",
     "container_security_context",
+    "credentials_volume",
+    "ephemeral_storage",
+    "hardened_pod",
     "pod_scheduling",
     "pod_security_context",
     "predictor_child",
+    "tmp_volume",
 ]
 
 MODELS_MOUNT = "/models"
 RUN_AS = 1000
+# Where a download's credentials Secret is mounted (one directory per Secret).
+CREDENTIALS_ROOT = "/var/run/secrets/modelservice"
+EPHEMERAL = "ephemeral-storage"
 
 
 class PodDefaults(Protocol):
@@ -241,3 +249,52 @@ def container_env(pod: PodSpecFields, extra: list[dict[str, Any]]) -> list[dict[
     user = [e.wire() for e in pod.env or []]
     names = {e["name"] for e in user}
     return [e for e in extra if e["name"] not in names] + user
+
+
+def tmp_volume(size_limit: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The writable ``/tmp`` (the root filesystem is read-only), bounded: volume and mount."""
+    return (
+        {"name": "tmp", "emptyDir": {"sizeLimit": size_limit}},
+        {"name": "tmp", "mountPath": "/tmp"},
+    )
+
+
+def credentials_volume(
+    name: str, ref: SecretReference
+) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """A credentials Secret as read-only files: volume, mount, and the directory.
+
+    Files are readable by the pod's group only (fsGroup); the values never appear in the
+    pod spec, arguments or environment.
+    """
+    directory = f"{CREDENTIALS_ROOT}/{name}"
+    volume = {
+        "name": f"{name}-credentials",
+        "secret": {"secretName": ref.secret_name, "defaultMode": 0o440},
+    }
+    mount = {"name": f"{name}-credentials", "mountPath": directory, "readOnly": True}
+    return volume, mount, directory
+
+
+def ephemeral_storage(resources: dict[str, Any], request: str, limit: str) -> dict[str, Any]:
+    """``resources`` with an ephemeral-storage request and limit, unless the user set either.
+
+    Bounded local disk makes the kubelet evict a pod that fills its node's disk (logs,
+    emptyDirs, the writable layer) instead of letting it starve its neighbours.
+    """
+    requests = dict(resources.get("requests") or {})
+    limits = dict(resources.get("limits") or {})
+    if EPHEMERAL in requests or EPHEMERAL in limits:
+        return resources
+    requests[EPHEMERAL] = request
+    limits[EPHEMERAL] = limit
+    return {**resources, "requests": requests, "limits": limits}
+
+
+def hardened_pod(pod_spec: dict[str, Any]) -> dict[str, Any]:
+    """Pod-level defaults of every child pod: no API token mounted.
+
+    Training and serving parse untrusted input (datasets, model archives, requests) and
+    never call the Kubernetes API, so a compromised process gets no credential for it.
+    """
+    return {**pod_spec, "automountServiceAccountToken": False}

@@ -24,7 +24,7 @@ from ..models import ModelServiceStatus
 from ..settings import OperatorSettings
 from .apply import apply_children, merge_patch_diff, write_status
 from .decide import Settings, decide
-from .observe import observe
+from .observe import Autoscalers, observe
 
 __all__ = ["decision_settings", "forget", "merge_patch_diff", "reconcile"]
 
@@ -69,7 +69,8 @@ async def reconcile(
         started = time.monotonic()
         result = "error"
         try:
-            obs = await observe(source, kube, namespace, name, settings.log_tail_lines)
+            autoscalers = Autoscalers(settings.keda, settings.keda_check_interval_s)
+            obs = await observe(source, kube, namespace, name, settings.log_tail_lines, autoscalers)
             if obs is None:
                 forget(namespace, name)
                 result = "gone"
@@ -81,6 +82,8 @@ async def reconcile(
             if rejected is not None:
                 plan = decide(obs, values, now, rejected=rejected)
             await write_status(kube, source, obs, plan.status)
+            for type_, reason, message in plan.events:
+                await kube.event(obs.body, type_, reason, message)
             if plan.promoted:
                 metrics.PROMOTIONS.inc()
             if plan.gate_failed is not None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 from typing import Any, Protocol
 
+from modelservice_serving.redact import redact_json
+
 from .. import metrics
 from ..cache import ChildSource
 from ..diagnosis import Stuck
@@ -23,7 +25,15 @@ __all__ = ["Writer", "apply_children", "merge_patch_diff", "write_status"]
 
 log = logging.getLogger(__name__)
 # Ready reasons that are progress, not trouble (posted as Normal events).
-NORMAL_REASONS = {"Serving", "Training", "RollingOut", "Creating", "JobPending", "Pending"}
+NORMAL_REASONS = {
+    "Serving",
+    "Training",
+    "RollingOut",
+    "Creating",
+    "JobPending",
+    "Pending",
+    "ScalingUp",
+}
 
 
 class Writer(Protocol):
@@ -118,7 +128,8 @@ async def write_status(
     kube: Writer, source: ChildSource, obs: Observed, new: ModelServiceStatus
 ) -> bool:
     """Patch the status only when it changed; post an Event when Ready changed."""
-    patch = merge_patch_diff(obs.raw_status, new.wire())
+    # Redacted before the comparison, as kube.patch_status writes it: no patch every pass.
+    patch = merge_patch_diff(obs.raw_status, redact_json(new.wire()))
     if not patch:
         return False
     meta = obs.owner

@@ -10,19 +10,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import conditions as cond
+from ..autoscaling import choose_autoscaler
 from ..builders.common import ModelVolume, PodDefaults
 from ..builders.job import version_dir
 from ..builders.pvc import build_pvc, store_claim
 from ..builders.service import service_url
+from ..builders.workers import build_workers_service
 from ..diagnosis import Stuck, diagnose_pods
 from ..models import (
     ModelServiceSpec,
     ModelServiceStatus,
     ModelStatus,
     ModelVersionRecord,
+    ServingSpec,
     ServingStatus,
 )
 from ..names import LABEL_VERSION, predictor_name
+from ..provisioning import diagnose_scale_up
 from .children import Child, Write, desired_serving, plan_children
 from .observe import Observed, controlled_by
 from .training import Delete, TrainingDecision, decide_training
@@ -61,6 +65,8 @@ class Plan:
     status: ModelServiceStatus = field(default_factory=ModelServiceStatus)
     promoted: bool = False
     gate_failed: str | None = None  # the metric of a gate failure seen for the first time
+    # (type, reason, message) posted after the status: promotions and rollbacks.
+    events: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -83,6 +89,8 @@ def merge_versions(
         old = by_version.get(record.version)
         if old is not None and old.promoted_at and not record.promoted_at:
             record.promoted_at = old.promoted_at
+        if old is not None and old.gated_at:
+            record.gated_at = old.gated_at  # the time of the first verdict
         by_version[record.version] = record
     ordered = sorted(by_version.values(), key=lambda r: r.version)
     while len(ordered) > limit:
@@ -90,6 +98,27 @@ def merge_versions(
         failed = [r for r in ordered if r.quality_gate != "Passed"]
         ordered.remove(failed[0] if failed else ordered[0])
     return ordered
+
+
+def promotion_message(
+    record: ModelVersionRecord, status: ModelServiceStatus, gate: cond.GateVerdict
+) -> str:
+    """The Event text of a promotion: the new version, its metric, the one it replaces."""
+    previous = status.model.version if status.model is not None else None
+    passed = f"{gate.metric} {gate.value}" if gate.value is not None else "no quality gate"
+    replacing = f", replacing version {previous}" if previous is not None else ""
+    return f"version {record.version} promoted to serving ({passed}){replacing}"
+
+
+def rollback_message(
+    pin: int | None, before: ModelStatus | None, after: ModelStatus | None
+) -> str | None:
+    """The Event text when a pin moves serving to another version (once: status follows)."""
+    if pin is None or after is None or after.version != pin:
+        return None
+    if before is None or before.version is None or before.version == pin:
+        return None
+    return f"serving pinned version {pin} instead of version {before.version}"
 
 
 def _uri_target(uri: str, version: int | None) -> Target:
@@ -155,9 +184,17 @@ def serving_target(
 
 
 def rollout(
-    deployment: dict[str, Any], version: int | None, pods: list[dict[str, Any]]
+    deployment: dict[str, Any],
+    version: int | None,
+    pods: list[dict[str, Any]],
+    events: list[dict[str, Any]] | None = None,
+    serving: ServingSpec | None = None,
 ) -> cond.ServingObservation:
-    """How far the predictor Deployment has rolled out, and why not further."""
+    """How far the predictor Deployment has rolled out, and why not further.
+
+    Pods the scheduler cannot place are ``ScalingUp`` while Karpenter launches NodeClaims
+    for them (their ``events``), ``Unschedulable`` with both reasons when it cannot.
+    """
     dmeta = deployment["metadata"]
     dspec = deployment.get("spec") or {}
     dstat = deployment.get("status") or {}
@@ -172,6 +209,12 @@ def rollout(
     label = (dmeta.get("labels") or {}).get(LABEL_VERSION)
     served = int(label) if label and label.isdigit() else version
     stuck = diagnose_pods(pods) if not rolled_out or ready < replicas else None
+    if stuck is not None and stuck.reason == "Unschedulable":
+        gpu = serving.gpu if serving is not None else None
+        stuck = diagnose_scale_up(
+            pods, events or [], stuck, serving is not None and serving.uses_gpu,
+            gpu.product if gpu is not None else None,
+        )  # fmt: skip
     return cond.ServingObservation(
         version=served,
         replicas=replicas,
@@ -215,6 +258,11 @@ def decide(obs: Observed, settings: Settings, now: str, rejected: Stuck | None =
         trained = decide_training(obs, claim, settings.defaults, store_problem)
         highest = max(highest, trained.highest)
         plan.deletes.extend(trained.deletes)
+        if spec.training.worker_count > 1 and trained.status.job_name and not trained.problem:
+            # The workers' names, before their Job: created once, kept while the Job is.
+            workers = build_workers_service(owner, trained.status.job_name)
+            names, _, _ = plan_children(obs, [Child(workers, mutable=False)], prune=False)
+            plan.writes.extend(names)
         if trained.create is not None:
             plan.writes.append(Write(trained.create, force=False, creates=True))
         if trained.annotate is not None:
@@ -224,18 +272,25 @@ def decide(obs: Observed, settings: Settings, now: str, rejected: Stuck | None =
             pinned = spec.model is not None and spec.model.version is not None
             newly = status.model is None or status.model.version != record.version
             before = next((r for r in versions if r.version == record.version), None)
+            record.gated_at = now
             if gate.passed and newly and not pinned:
                 record.promoted_at = now
                 plan.promoted = True
+                plan.events.append(("Normal", "Promoted", promotion_message(record, status, gate)))
             if not gate.passed and (before is None or before.quality_gate != "Failed"):
                 plan.gate_failed = gate.metric  # counted once: the verdict is in status now
             versions = merge_versions(versions, record, settings.versions_kept)
 
     target = serving_target(spec, versions, status.model, claim)
     problem = target.problem
+    pin = spec.model.version if spec.model is not None else None
+    rollback = rollback_message(pin, status.model, target.model)
+    if rollback is not None and problem is None:
+        plan.events.append(("Normal", "RolledBack", rollback))
     serving_obs: cond.ServingObservation | None = None
     serving_status = status.serving
     if target.model is not None and problem is None:
+        autoscaler = choose_autoscaler(spec.serving, obs.keda)
         children = desired_serving(
             owner,
             spec.serving,
@@ -244,19 +299,29 @@ def decide(obs: Observed, settings: Settings, now: str, rejected: Stuck | None =
             target.volume,
             settings.defaults,
             target.model_uri,
+            spec.model.credentials if spec.model is not None else None,
+            autoscaler,
+            settings.cluster_domain,
         )
         writes, deletes, problem = plan_children(obs, children, prune=True)
         plan.writes.extend(writes)
         plan.deletes.extend(deletes)
         deployment = obs.named("Deployment", predictor_name(owner.name))
         if deployment is not None and controlled_by(deployment, owner.uid):
-            serving_obs = rollout(deployment, target.model.version, obs.predictor_pods())
+            serving_obs = rollout(
+                deployment,
+                target.model.version,
+                obs.predictor_pods(),
+                obs.pod_events,
+                spec.serving,
+            )
             serving_status = ServingStatus(
                 version=serving_obs.version,
                 replicas=serving_obs.replicas,
                 ready_replicas=serving_obs.ready_replicas,
                 ready=f"{serving_obs.ready_replicas}/{serving_obs.replicas}",
                 url=service_url(owner, settings.cluster_domain),
+                autoscaler=autoscaler.status(owner.name),
             )
     problem = problem or (trained.problem if trained is not None else None) or rejected
     observed = cond.Observed(

@@ -140,8 +140,10 @@ def _num(value: Any) -> float | None:
 def record_from_result(
     version: int, jname: str, claim: str, result: dict[str, Any] | None
 ) -> ModelVersionRecord:
-    """The ``status.versions`` entry of a finished training."""
-    metrics = (result or {}).get("metrics") or {}
+    """The ``status.versions`` entry of a finished training, with its lineage."""
+    result = result or {}
+    metrics = result.get("metrics") or {}
+    hyperparameters = result.get("hyperparameters")
     return ModelVersionRecord(
         version=version,
         uri=f"pvc://{claim}/v{version}",
@@ -149,8 +151,26 @@ def record_from_result(
         metrics=VersionMetrics(
             accuracy=_num(metrics.get("accuracy")), loss=_num(metrics.get("loss"))
         ),
-        trained_at=(result or {}).get("trainedAt"),
+        trained_at=result.get("trainedAt"),
+        # Lineage: the trainer's own account, and the image the kubelet ran.
+        dataset_uri=_text(result.get("datasetUri")),
+        dataset_sha256=_text(result.get("datasetSha256")),
+        hyperparameters=hyperparameters if isinstance(hyperparameters, dict) else None,
+        image_digest=_text(result.get("imageDigest")),
     )
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def image_digest(pods: list[dict[str, Any]]) -> str | None:
+    """The training container's image by digest (``imageID``), from any of the Job's pods."""
+    for pod in pods:
+        for status in (pod.get("status") or {}).get("containerStatuses") or []:
+            if status.get("name") == "train" and status.get("imageID"):
+                return str(status["imageID"])
+    return None
 
 
 def _gate(spec: ModelServiceSpec, record: ModelVersionRecord) -> cond.GateVerdict:
@@ -264,6 +284,9 @@ def decide_training(
         return decision
     result, annotate = _result(existing, outcome)
     if annotate:
+        digest = image_digest(pods)
+        if result is not None and digest is not None:
+            result = {**result, "imageDigest": digest}  # kept with the result, past the pods
         decision.annotate = {ANNOTATION_RESULT: json.dumps(result)}
     record = record_from_result(version, jname, claim, result)
     if record.metrics is not None:

@@ -7,17 +7,17 @@ input is always ``[batch, features]`` whatever the source.
 from __future__ import annotations
 
 import csv
-import shutil
+import dataclasses
+import hashlib
 import tempfile
-import urllib.error
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
+from ..download import DownloadError, DownloadPolicy, download
 from .errors import (
     DatasetDownloadFailedError,
     DatasetNotFoundError,
@@ -28,6 +28,8 @@ from .errors import (
 
 BUILTIN = ("digits", "mnist", "fashion_mnist")
 FILE_SUFFIXES = (".csv", ".npz")
+# Without a policy from the settings: the largest dataset file a download may write.
+DATASET_MAX_BYTES = 1 << 30
 # Names an NPZ's feature array commonly has, tried in order when it has several arrays.
 NPZ_FEATURE_KEYS = ("x", "X", "features", "data", "inputs")
 
@@ -40,21 +42,28 @@ class Dataset:
     features: npt.NDArray[np.float32]
     labels: npt.NDArray[np.int64]
     classes: list[str]
+    # SHA-256 of the file a CSV/NPZ dataset was read from (None for the built-in ones).
+    sha256: str | None = None
 
     @property
     def num_features(self) -> int:
         return int(self.features.shape[1])
 
 
-def load(spec: str, label_column: str = "label") -> Dataset:
-    """Loads a named dataset or a CSV/NPZ file from a path or a file/http(s) URI."""
+def load(
+    spec: str, label_column: str = "label", download_policy: DownloadPolicy | None = None
+) -> Dataset:
+    """Loads a named dataset or a CSV/NPZ file from a path or a file/http(s) URI.
+
+    ``download_policy`` bounds an http(s) download (see :mod:`modelservice_serving.download`).
+    """
     if spec == "digits":
         return _digits()
     if spec in ("mnist", "fashion_mnist"):
         return _keras_dataset(spec)
     parsed = urllib.parse.urlparse(spec)
     if parsed.scheme in ("http", "https"):
-        path = _download(spec, Path(parsed.path).name)
+        path = _download(spec, Path(parsed.path).name, download_policy)
     elif parsed.scheme == "file":
         path = Path(urllib.parse.unquote(parsed.path))
     elif parsed.scheme == "" or len(parsed.scheme) == 1:  # a plain path (or a drive letter)
@@ -73,9 +82,16 @@ def load(spec: str, label_column: str = "label") -> Dataset:
         raise UnsupportedDatasetError(f"dataset {spec!r} is neither .csv nor .npz")
     if not path.is_file():
         raise DatasetNotFoundError(f"dataset file {str(path)!r} does not exist")
-    if suffix == ".csv":
-        return _from_csv(path, label_column)
-    return _from_npz(path, label_column)
+    loaded = _from_csv(path, label_column) if suffix == ".csv" else _from_npz(path, label_column)
+    return dataclasses.replace(loaded, sha256=_sha256(path))
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _digits() -> Dataset:
@@ -98,13 +114,14 @@ def _keras_dataset(name: str) -> Dataset:
     return _finish(name, features, np.concatenate([y_train, y_test]))
 
 
-def _download(uri: str, filename: str) -> Path:
+def _download(uri: str, filename: str, policy: DownloadPolicy | None) -> Path:
+    # Through the guarded downloader: no address inside the cluster, one total deadline, a
+    # byte limit, and no response body or unredacted URL in the error.
     target = Path(tempfile.mkdtemp(prefix="mso-dataset-")) / (filename or "dataset")
     try:
-        with urllib.request.urlopen(uri, timeout=60) as response, target.open("wb") as out:
-            shutil.copyfileobj(response, out)
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise DatasetDownloadFailedError(f"could not download {uri}: {exc}") from exc
+        download(uri, target, policy or DownloadPolicy(max_bytes=DATASET_MAX_BYTES))
+    except DownloadError as exc:
+        raise DatasetDownloadFailedError(f"could not download: {exc}") from exc
     return target
 
 

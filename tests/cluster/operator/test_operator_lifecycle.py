@@ -99,7 +99,13 @@ def big_gpu_node(kube_cluster: KubeCluster) -> Iterator[Any]:
     name = f"gpu-h100-big-{uuid.uuid4().hex[:5]}"
 
     def add() -> None:
-        resources = {"cpu": "96", "memory": "1Ti", "pods": "110", "nvidia.com/gpu": "16"}
+        resources = {
+            "cpu": "96",
+            "memory": "1Ti",
+            "pods": "110",
+            "nvidia.com/gpu": "16",
+            "ephemeral-storage": "200Gi",  # child pods request it
+        }
         node = {
             "apiVersion": "v1",
             "kind": "Node",
@@ -242,6 +248,7 @@ def test_serving_change_rolls_without_new_job(operator: OperatorProcess, namespa
 def test_deletion_cleans_up(operator: OperatorProcess, namespace: str) -> None:
     manifest = sample_manifest(accuracy=0.97)
     manifest["spec"]["serving"]["minReplicas"] = 2
+    manifest["spec"]["storage"] = {"retainOnDelete": False}  # the store goes too
     ms = apply(operator.cluster, manifest, namespace)
     ms.wait_phase("Ready")
     assert len(ms.children("pdb")) == 1
@@ -253,6 +260,38 @@ def test_deletion_cleans_up(operator: OperatorProcess, namespace: str) -> None:
         return items["items"] == []
 
     wait_until("every child to be garbage-collected", gone, timeout=60)
+
+
+def test_store_is_retained_and_found_again(operator: OperatorProcess, namespace: str) -> None:
+    cluster = operator.cluster
+    ms = apply(cluster, sample_manifest(accuracy=0.97), namespace)
+    ms.wait_phase("Ready")
+    (pvc,) = ms.children("pvc")
+    assert "ownerReferences" not in pvc["metadata"]
+    cluster.kubectl("delete", "ms", "digits", "-n", namespace, "--wait=true")
+
+    def others_gone() -> bool:
+        items = cluster.get(
+            "jobs,deployments", "-n", namespace, "-l", "modelservice.dev/name=digits"
+        )
+        return items["items"] == []
+
+    wait_until("the other children to be garbage-collected", others_gone, timeout=60)
+    kept = cluster.get("pvc", "digits-models", "-n", namespace)
+    assert kept["metadata"]["uid"] == pvc["metadata"]["uid"]
+    assert kept["metadata"].get("deletionTimestamp") is None
+    # A ModelService of the same name trains into the same store.
+    ms = apply(cluster, sample_manifest(accuracy=0.97), namespace)
+    ms.wait_phase("Ready")
+    (again,) = ms.children("pvc")
+    assert again["metadata"]["uid"] == pvc["metadata"]["uid"]
+    (job,) = ms.children("job")
+    claims = [
+        v["persistentVolumeClaim"]["claimName"]
+        for v in job["spec"]["template"]["spec"]["volumes"]
+        if "persistentVolumeClaim" in v
+    ]
+    assert claims == ["digits-models"]
 
 
 def test_model_uri_serves_without_training(operator: OperatorProcess, namespace: str) -> None:

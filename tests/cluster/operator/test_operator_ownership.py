@@ -92,7 +92,10 @@ def test_recreate_over_kept_store_trains_the_next_version(
     assert status["model"]["uri"] == "pvc://digits-models/v2"
     assert [v["version"] for v in status["versions"]] == [2]
     # Nothing of the first ModelService was adopted: every child is the new one's.
-    for kind in ("job", "deployment", "service", "hpa", "pvc"):
+    # The store was kept (spec.storage.retainOnDelete, default true): no one controls it.
+    (store,) = ms.children("pvc")
+    assert not store["metadata"].get("ownerReferences")
+    for kind in ("job", "deployment", "service", "hpa", "networkpolicy"):
         for child in ms.children(kind):
             if child["metadata"].get("deletionTimestamp"):
                 continue

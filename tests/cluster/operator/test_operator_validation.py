@@ -62,6 +62,21 @@ INVALID = [
         _uri_only(uri="ftp://x/y"),
         "spec.model.uri must be pvc://claim/path, http(s)://host[:port]/archive.tar.gz",
     ),
+    (
+        "presigned model uri",
+        _uri_only(uri="https://b.s3.amazonaws.com/m.tgz?X-Amz-Signature=abc"),
+        "spec.model.uri must not carry a query string or fragment",
+    ),
+    (
+        "dataset with user info",
+        _with("spec.training.dataset", "https://user:pw@data.example/d.csv"),
+        "spec.training.dataset must not carry credentials",
+    ),
+    (
+        "dataset with a token in the query",
+        _with("spec.training.dataset", "https://data.example/d.csv?token=abc"),
+        "spec.training.dataset must not carry credentials",
+    ),
     ("empty hidden units", _with("spec.training.hiddenUnits", []), "spec.training.hiddenUnits"),
     (
         "too many hidden layers",
@@ -116,10 +131,23 @@ INVALID = [
         "spec.qualityGate.maximum",
     ),
 ]
+INVALID += [
+    (
+        "own command without image",
+        _with("spec.training.command", ["python", "/app/train.py"]),
+        "spec.training.command needs spec.training.image",
+    ),
+    (
+        "args without command",
+        _with("spec.training.args", ["--epochs=3"]),
+        "spec.training.args needs spec.training.command",
+    ),
+    ("zero workers", _with("spec.training.workers", 0), "spec.training.workers"),
+]
 # Two fields at once for the split rule.
 _split = _with("spec.training.validationSplit", 0.5)
 _split["spec"]["training"]["testSplit"] = 0.5
-INVALID[15] = (
+INVALID[18] = (
     "splits sum to 1",
     _split,
     "spec.training.validationSplit + spec.training.testSplit must be below 1",

@@ -75,7 +75,9 @@ def test_helm_lint_strict(helm: Helm, values: Path) -> None:
         ("image.pullPolicy=Sometimes", "value must be one of 'Always', 'IfNotPresent', 'Never'"),
         ("gpu.resourceName=gpu", "/gpu/resourceName"),
         ("resources.limits.memory=lots", "/resources/limits/memory"),
-        ("replicaCount=2", "additional properties 'replicaCount' not allowed"),
+        ("replicaCount=0", "/replicaCount"),
+        ("maxConcurrentReconciles=0", "/maxConcurrentReconciles"),
+        ("leaderElection.leaseDurationSeconds=ten", "/leaderElection/leaseDurationSeconds"),
         ("reconcileIntervalSeconds=0", "/reconcileIntervalSeconds"),
         ("metrics.port=8080", "/metrics/port"),
         ("serving.defaultImage=", "/serving/defaultImage"),
@@ -93,14 +95,74 @@ def test_service_monitor_without_service_is_refused(helm: Helm) -> None:
     assert "metrics.serviceMonitor.enabled needs metrics.service.enabled" in result.stderr
 
 
-def test_default_render_is_one_restricted_standalone_operator(
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        (
+            ["replicaCount=2", "leaderElection.enabled=false"],
+            "replicaCount > 1 needs leaderElection.enabled",
+        ),
+        (
+            ["leaderElection.renewDeadlineSeconds=8"],
+            "retryPeriodSeconds < renewDeadlineSeconds < leaseDurationSeconds",
+        ),
+    ],
+)
+def test_two_active_operators_are_refused(helm: Helm, sets: list[str], message: str) -> None:
+    args = [arg for value in sets for arg in ("--set", value)]
+    result = helm("template", "mso", str(CHART), *args)
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr
+
+
+def test_default_render_is_two_restricted_replicas_electing_one_leader(
     render_chart: Callable[..., Manifests],
 ) -> None:
     manifests = render_chart()
     deployment = one(manifests, "Deployment")
     spec = deployment["spec"]
+    assert spec["replicas"] == 2
+    assert spec["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
+    env = operator_container(manifests)["env"]
+    by_name = {e["name"]: e for e in env}
+    assert by_name["MSO_OPERATOR_LEADER_ELECTION"]["value"] == "true"
+    assert by_name["MSO_OPERATOR_LEADER_ELECTION_ID"]["value"] == "mso-modelservice-operator"
+    assert by_name["MSO_OPERATOR_IDENTITY"]["valueFrom"] == {
+        "fieldRef": {"fieldPath": "metadata.name"}
+    }
+    assert by_name["MSO_OPERATOR_LEADER_ELECTION_NAMESPACE"]["valueFrom"] == {
+        "fieldRef": {"fieldPath": "metadata.namespace"}
+    }
+    assert by_name["MSO_OPERATOR_LEASE_DURATION_S"]["value"] == "8"
+    assert by_name["MSO_OPERATOR_MAX_CONCURRENT_RECONCILES"]["value"] == "10"
+    anti = spec["template"]["spec"]["affinity"]["podAntiAffinity"]
+    term = anti["preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"]
+    assert term["topologyKey"] == "kubernetes.io/hostname"
+    assert term["labelSelector"]["matchLabels"] == spec["selector"]["matchLabels"]
+    role = one(manifests, "Role", "-leader-election")
+    assert role["metadata"]["namespace"] == "ops"
+    binding = one(manifests, "RoleBinding", "-leader-election")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+
+
+def test_one_replica_without_election_is_recreated(render_chart: Callable[..., Manifests]) -> None:
+    manifests = render_chart(sets=["replicaCount=1", "leaderElection.enabled=false"])
+    spec = one(manifests, "Deployment")["spec"]
     assert spec["replicas"] == 1
     assert spec["strategy"] == {"type": "Recreate"}
+    assert "MSO_OPERATOR_LEADER_ELECTION" not in env_of(manifests)
+    assert not by_kind(manifests, "Role")
+
+
+def test_default_render_is_restricted(
+    render_chart: Callable[..., Manifests],
+) -> None:
+    manifests = render_chart()
+    deployment = one(manifests, "Deployment")
+    spec = deployment["spec"]
     pod = spec["template"]["spec"]
     assert pod["serviceAccountName"] == one(manifests, "ServiceAccount")["metadata"]["name"]
     assert pod["securityContext"]["runAsNonRoot"] is True
@@ -142,6 +204,7 @@ def test_values_reach_the_operator(render_chart: Callable[..., Manifests]) -> No
     assert env["MSO_OPERATOR_GPU_TOLERATION_KEY"] == "amd.com/gpu"
     assert env["MSO_OPERATOR_GPU_PRODUCT_LABEL"] == "amd.com/gpu.product-name"
     assert env["MSO_OPERATOR_RECONCILE_INTERVAL_S"] == "30"
+    assert env["MSO_OPERATOR_MAX_CONCURRENT_RECONCILES"] == "25"
     assert env["MSO_OPERATOR_LOG_TAIL_LINES"] == "50"  # extraEnv
     pod = one(manifests, "Deployment")["spec"]["template"]
     assert pod["metadata"]["annotations"] == {"example.com/team": "ml-platform"}

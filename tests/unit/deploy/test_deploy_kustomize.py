@@ -14,10 +14,10 @@ OPERATOR_NAMESPACE = "modelservice-system"
 
 def operator_env(manifests: Manifests) -> dict[str, str]:
     container = one(manifests, "Deployment")["spec"]["template"]["spec"]["containers"][0]
-    return {e["name"]: e["value"] for e in container["env"]}
+    return {e["name"]: e.get("value", "") for e in container["env"]}
 
 
-def test_default_installs_crd_rbac_and_one_restricted_operator(
+def test_default_installs_crd_rbac_and_two_restricted_replicas_electing_one(
     kustomize: Callable[[str], Manifests],
 ) -> None:
     manifests = kustomize("default")
@@ -30,7 +30,12 @@ def test_default_installs_crd_rbac_and_one_restricted_operator(
             "ClusterRole",
             "ClusterRoleBinding",
             "ClusterRoleBinding",
+            "Role",
+            "RoleBinding",
             "Deployment",
+            "NetworkPolicy",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding",
         ]
     )
     crd = one(manifests, "CustomResourceDefinition")
@@ -38,8 +43,14 @@ def test_default_installs_crd_rbac_and_one_restricted_operator(
     deployment = one(manifests, "Deployment")
     assert deployment["metadata"]["namespace"] == OPERATOR_NAMESPACE
     spec: dict[str, Any] = deployment["spec"]
-    assert spec["replicas"] == 1
-    assert spec["strategy"] == {"type": "Recreate"}
+    assert spec["replicas"] == 2
+    assert spec["strategy"]["type"] == "RollingUpdate"
+    env = {e["name"]: e for e in spec["template"]["spec"]["containers"][0]["env"]}
+    assert env["MSO_OPERATOR_LEADER_ELECTION"]["value"] == "true"
+    assert env["MSO_OPERATOR_IDENTITY"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    lease_role = one(manifests, "Role")
+    assert lease_role["metadata"]["namespace"] == OPERATOR_NAMESPACE
+    assert one(manifests, "RoleBinding")["roleRef"]["name"] == lease_role["metadata"]["name"]
     pod = spec["template"]["spec"]
     assert pod["serviceAccountName"] == one(manifests, "ServiceAccount")["metadata"]["name"]
     assert pod["securityContext"]["runAsNonRoot"] is True

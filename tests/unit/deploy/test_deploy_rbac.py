@@ -25,6 +25,7 @@ REVIEWED_NAMESPACED: dict[Permission, str] = {
     ("modelservice.dev", "modelservices/status", "patch"): "reconciler.apply.write_status",
     ("modelservice.dev", "modelservices/finalizers", "update"): "blockOwnerDeletion owner refs",
     ("", "events", "create"): "kopf handler events, kube.Kube.event",
+    ("", "events", "list"): "kube.Kube.list_events: Karpenter's word on pending pods",
     ("batch", "jobs", "list"): "kopf watch into the cache (handlers, @kopf.index)",
     ("batch", "jobs", "watch"): "kopf watch into the cache; handlers.on_child_event",
     ("batch", "jobs", "create"): "kube.Kube.apply creating one training Job per version",
@@ -47,6 +48,10 @@ REVIEWED_NAMESPACED: dict[Permission, str] = {
     ("policy", "poddisruptionbudgets", "create"): "kube.Kube.apply creating it",
     ("policy", "poddisruptionbudgets", "patch"): "kube.Kube.apply on drift",
     ("policy", "poddisruptionbudgets", "delete"): "PDB no longer applies",
+    ("networking.k8s.io", "networkpolicies", "list"): "kopf watch into the cache",
+    ("networking.k8s.io", "networkpolicies", "watch"): "kopf watch into the cache",
+    ("networking.k8s.io", "networkpolicies", "create"): "kube.Kube.apply creating it",
+    ("networking.k8s.io", "networkpolicies", "patch"): "kube.Kube.apply on drift",
     ("", "persistentvolumeclaims", "list"): "kopf watch into the cache",
     ("", "persistentvolumeclaims", "watch"): "kopf watch into the cache",
     ("", "persistentvolumeclaims", "create"): "kube.Kube.apply creating the model store",
@@ -64,6 +69,12 @@ REVIEWED_FRAMEWORK: dict[Permission, str] = {
 REVIEWED_NAMESPACE_OBSERVER: dict[Permission, str] = {
     ("", "namespaces", "list"): "kopf namespace observer (--namespace only)",
     ("", "namespaces", "watch"): "kopf namespace observer (--namespace only)",
+}
+# In the operator's own namespace only (a Role): the leader-election Lease.
+REVIEWED_LEADER_ELECTION: dict[Permission, str] = {
+    ("coordination.k8s.io", "leases", "get"): "leader.Leadership reads the Lease",
+    ("coordination.k8s.io", "leases", "create"): "leader.Leadership, the first replica",
+    ("coordination.k8s.io", "leases", "update"): "renew, take over, release (resourceVersion)",
 }
 # Never granted: no feature reads credentials or configuration objects.
 FORBIDDEN_RESOURCES = {"secrets", "configmaps", "serviceaccounts/token", "*"}
@@ -88,6 +99,18 @@ def load_yaml(path: str) -> dict[str, Any]:
 def test_kustomize_manager_role_is_exactly_the_reviewed_set() -> None:
     role = load_yaml("rbac/common/manager_role.yaml")
     assert permissions(role) == set(REVIEWED_NAMESPACED)
+
+
+def test_kustomize_leader_election_role_is_exactly_the_reviewed_set() -> None:
+    role = load_yaml("rbac/common/leader_election_role.yaml")
+    assert role["kind"] == "Role"
+    assert permissions(role) == set(REVIEWED_LEADER_ELECTION)
+
+
+def test_chart_leader_election_rules_are_the_kustomize_rules_comments_included() -> None:
+    canonical = (DEPLOY / "rbac" / "common" / "leader_election_role.yaml").read_text()
+    rules = canonical[canonical.index("rules:\n") :]
+    assert rules in (CHART / "templates" / "rbac.yaml").read_text()
 
 
 def test_kustomize_framework_roles_are_exactly_the_reviewed_sets() -> None:
@@ -138,8 +161,9 @@ def test_chart_cluster_wide_grants_the_reviewed_set(
         "framework": set(REVIEWED_FRAMEWORK),
         "manager": set(REVIEWED_NAMESPACED),
     }
-    assert not by_kind(manifests, "Role")
-    assert not by_kind(manifests, "RoleBinding")
+    # The only namespaced grant: the Lease, in the release namespace.
+    assert [permissions(r) for r in by_kind(manifests, "Role")] == [set(REVIEWED_LEADER_ELECTION)]
+    assert [b["metadata"]["namespace"] for b in by_kind(manifests, "RoleBinding")] == ["ops"]
     binding = one(manifests, "ClusterRoleBinding", "-manager")
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": "mso-modelservice-operator", "namespace": "ops"}
@@ -155,7 +179,9 @@ def test_chart_namespaced_binds_manager_role_only_in_watched_namespaces(
         "manager": set(REVIEWED_NAMESPACED),
         "namespaces": set(REVIEWED_NAMESPACE_OBSERVER),
     }
-    bindings = by_kind(manifests, "RoleBinding")
+    bindings = [
+        b for b in by_kind(manifests, "RoleBinding") if b["roleRef"]["kind"] == "ClusterRole"
+    ]
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
     for binding in bindings:
         assert binding["roleRef"]["name"].endswith("-manager")
@@ -188,7 +214,9 @@ def test_kustomize_overlays_bind_the_reviewed_roles(
         "modelservice-operator-manager",
     }
     namespaced = kustomize("namespaced")
-    binding = one(namespaced, "RoleBinding")
+    binding = next(
+        b for b in by_kind(namespaced, "RoleBinding") if b["roleRef"]["kind"] == "ClusterRole"
+    )
     assert binding["metadata"]["namespace"] == "modelservice-workloads"
     assert binding["subjects"][0]["namespace"] == "modelservice-system"
     manager_bindings = [

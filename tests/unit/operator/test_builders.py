@@ -48,7 +48,11 @@ def test_job_is_named_by_training_hash_and_carries_version(
     assert "--output=/models/v3" in c["args"]
     assert "--version=3" in c["args"]
     assert "--hidden-units=128,128" in c["args"]
-    assert c["resources"]["requests"] == {"cpu": "1", "memory": "2Gi"}
+    assert c["resources"]["requests"] == {
+        "cpu": "1",
+        "memory": "2Gi",
+        "ephemeral-storage": "1Gi",
+    }
     assert c["terminationMessagePolicy"] == "FallbackToLogsOnError"
     assert pod["restartPolicy"] == "Never"
     assert job["spec"]["backoffLimit"] == 2
@@ -77,7 +81,10 @@ def test_training_gpu_resources_and_scheduling(owner: Owner, settings: OperatorS
     assert spec.training is not None
     job = build_job(owner, spec.training, 1, ModelVolume("c", False), settings)
     pod = job["spec"]["template"]["spec"]
-    assert pod["containers"][0]["resources"]["limits"] == {"nvidia.com/gpu": 2}
+    assert pod["containers"][0]["resources"]["limits"] == {
+        "nvidia.com/gpu": 2,
+        "ephemeral-storage": "3Gi",
+    }
     assert pod["nodeSelector"] == {"zone": "a", "nvidia.com/gpu.product": "NVIDIA-A100-SXM4-40GB"}
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod[
         "tolerations"
@@ -89,7 +96,9 @@ def test_training_gpu_resources_and_scheduling(owner: Owner, settings: OperatorS
         "sim.modelservice.dev/duration": "2s"
     }
     env = pod["containers"][0]["env"]
-    assert env == [{"name": "HOME", "value": "/home/x"}]
+    # The user's HOME replaces the operator's; the contract's variables stay.
+    assert [e for e in env if e["name"] == "HOME"] == [{"name": "HOME", "value": "/home/x"}]
+    assert env[-1] == {"name": "HOME", "value": "/home/x"}
 
 
 def test_deployment_gpu_probes_security_and_replicas(
@@ -103,13 +112,14 @@ def test_deployment_gpu_probes_security_and_replicas(
     assert d["spec"]["replicas"] == 1
     pod = d["spec"]["template"]["spec"]
     (c,) = pod["containers"]
-    assert c["resources"]["limits"] == {"nvidia.com/gpu": 1}
+    assert c["resources"]["limits"] == {"nvidia.com/gpu": 1, "ephemeral-storage": "2Gi"}
     assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
     assert pod["tolerations"] == [
         {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
     ]
     assert c["ports"] == [
         {"name": "http", "containerPort": 8080, "protocol": "TCP"},
+        {"name": "metrics", "containerPort": 9090, "protocol": "TCP"},
         {"name": "grpc", "containerPort": 8081, "protocol": "TCP"},
     ]
     assert "--grpc-port=8081" in c["args"]
@@ -132,7 +142,7 @@ def test_deployment_gpu_probes_security_and_replicas(
     assert mounts["/models"]["readOnly"] is True
     assert "/tmp" in mounts
     vols = {v["name"]: v for v in pod["volumes"]}
-    assert vols["tmp"] == {"name": "tmp", "emptyDir": {}}
+    assert vols["tmp"] == {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}
     assert d["spec"]["template"]["metadata"]["labels"]["modelservice.dev/version"] == "2"
 
 
@@ -156,7 +166,10 @@ def test_mig_resource(owner: Owner, settings: OperatorSettings) -> None:
     )
     d = build_deployment(owner, serving, 1, "/models/v1", None, settings)
     c = d["spec"]["template"]["spec"]["containers"][0]
-    assert c["resources"]["limits"] == {"nvidia.com/mig-1g.10gb": 1}
+    assert c["resources"]["limits"] == {
+        "nvidia.com/mig-1g.10gb": 1,
+        "ephemeral-storage": "2Gi",
+    }
     assert "nodeSelector" not in d["spec"]["template"]["spec"]
 
 
@@ -182,14 +195,15 @@ def test_service_and_url(owner: Owner) -> None:
     )
 
 
-def test_hpa_cpu_and_custom_metric(owner: Owner) -> None:
+def test_hpa_scales_on_cpu_only(owner: Owner) -> None:
     serving = ServingSpec.model_validate(
         {
             "minReplicas": 2,
             "maxReplicas": 6,
             "autoscaling": {
+                "metric": "concurrency",  # needs KEDA: the HPA still scales on CPU
                 "targetCPUUtilizationPercentage": 60,
-                "metric": {"name": "inflight_requests", "targetAverageValue": 4},
+                "scaleDownStabilizationSeconds": 30,
             },
         }
     )
@@ -199,12 +213,14 @@ def test_hpa_cpu_and_custom_metric(owner: Owner) -> None:
     spec = hpa["spec"]
     assert (spec["minReplicas"], spec["maxReplicas"]) == (2, 6)
     assert spec["scaleTargetRef"]["name"] == "digits-predictor"
-    cpu, pods = spec["metrics"]
+    (cpu,) = spec["metrics"]
     assert cpu["resource"]["target"] == {"type": "Utilization", "averageUtilization": 60}
-    assert pods["pods"]["metric"]["name"] == "inflight_requests"
-    assert pods["pods"]["target"] == {"type": "AverageValue", "averageValue": 4}
-    # maxReplicas defaults to minReplicas.
-    assert build_hpa(owner, ServingSpec(min_replicas=3))["spec"]["maxReplicas"] == 3
+    assert spec["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 30
+    # maxReplicas defaults to minReplicas; the CPU target to 80%.
+    plain = build_hpa(owner, ServingSpec(min_replicas=3))["spec"]
+    assert plain["maxReplicas"] == 3
+    assert plain["metrics"][0]["resource"]["target"]["averageUtilization"] == 80
+    assert "behavior" not in plain
 
 
 def test_pdb_only_above_one_replica(owner: Owner) -> None:
@@ -216,7 +232,7 @@ def test_pdb_only_above_one_replica(owner: Owner) -> None:
 
 
 def test_pvc_defaults_and_existing_claim(owner: Owner) -> None:
-    pvc = build_pvc(owner, StorageSpec())
+    pvc = build_pvc(owner, StorageSpec(retain_on_delete=False))
     assert pvc is not None
     _owner_ref_ok(pvc, owner)
     assert pvc["metadata"]["name"] == "digits-models"

@@ -62,6 +62,28 @@ def test_serving_args_parse(
     )
 
 
+SLOW_CLIENT_LIMITS = (
+    "max_connections",
+    "max_in_flight",
+    "max_header_bytes",
+    "header_timeout_s",
+    "body_timeout_s",
+    "keep_alive_timeout_s",
+)
+
+
+def test_serving_args_state_the_servers_slow_client_defaults(
+    owner: Owner, spec: ModelServiceSpec, settings: OperatorSettings
+) -> None:
+    deployment = build_deployment(owner, spec.serving, 2, "/models/v2", None, settings)
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    parsed = serving_settings.parse(serving_settings.ServeSettings, args[1:])
+    fields = serving_settings.ServeSettings.model_fields
+    for name in SLOW_CLIENT_LIMITS:
+        assert any(arg.startswith("--" + name.replace("_", "-") + "=") for arg in args), name
+        assert getattr(parsed, name) == fields[name].default, name
+
+
 def test_serving_args_parse_for_a_remote_uri(
     owner: Owner, spec: ModelServiceSpec, settings: OperatorSettings
 ) -> None:

@@ -150,6 +150,7 @@ def test_children_are_created_without_force_and_replicas_handed_over() -> None:
         ("Deployment", "modelservice-operator", False, True),
         ("Deployment", INITIAL_REPLICAS_MANAGER, False, False),
         ("Service", "modelservice-operator", False, True),
+        ("NetworkPolicy", "modelservice-operator", False, True),
         ("HorizontalPodAutoscaler", "modelservice-operator", False, True),
         ("PodDisruptionBudget", "modelservice-operator", False, True),
     ]
@@ -273,3 +274,19 @@ def test_kept_store_claim_without_controller_is_used_not_adopted(sample: dict[st
     ready = next(c for c in plan.status.conditions if c.type == "Ready")
     assert ready.reason == "ChildConflict"
     assert "PersistentVolumeClaim digits-models" in ready.message
+
+
+def test_workers_get_their_names_before_their_job(sample: dict[str, Any]) -> None:
+    spec = copy.deepcopy(sample["spec"])
+    spec["training"]["workers"] = 3
+    plan = decide(_obs(spec), SETTINGS, NOW)
+    kinds = [(w.kind, w.name) for w in plan.writes if w.kind in ("Service", "Job")]
+    job = _current_job(spec)
+    assert kinds == [("Service", job), ("Job", job)]  # the headless Service first
+    # Once both exist nothing more is written for them; one worker needs no Service.
+    (service,) = [w.manifest for w in plan.writes if w.kind == "Service"]
+    service["metadata"]["ownerReferences"] = [{"uid": UID, "controller": True}]
+    again = decide(_obs(spec, Job=[_job(job, 1)], Service=[service]), SETTINGS, NOW)
+    assert [w for w in again.writes if w.kind in ("Service", "Job")] == []
+    single = decide(_obs(sample["spec"]), SETTINGS, NOW)
+    assert _writes(single, "Service") == []

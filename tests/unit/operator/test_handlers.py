@@ -9,6 +9,7 @@ import pytest
 
 from modelservice_operator import handlers, metrics, reconciler
 from modelservice_operator.cache import MODELSERVICE_INDEX, IndexSource
+from modelservice_operator.workqueue import WorkQueue
 
 pytestmark = pytest.mark.unit
 
@@ -20,9 +21,14 @@ def _gauge(phase: str) -> float:
     return float(value or 0.0)
 
 
+async def _never_called(key: tuple[str, str]) -> None:
+    raise AssertionError(f"nothing was queued, yet {key} ran")
+
+
 async def test_deleted_modelservice_is_forgotten() -> None:
     source = IndexSource({MODELSERVICE_INDEX: {}})
-    memo: dict[str, Any] = {"source": source, "indexed": asyncio.Event()}
+    queue: WorkQueue[tuple[str, str]] = WorkQueue(_never_called, workers=1)
+    memo: dict[str, Any] = {"source": source, "indexed": asyncio.Event(), "queue": queue}
     reconciler._locks[("ml", "gone")] = asyncio.Lock()
     metrics.observe_phase("ml/gone", "Ready")
     ready = _gauge("Ready")

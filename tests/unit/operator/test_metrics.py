@@ -92,26 +92,80 @@ def test_every_phase_is_exported_from_the_start() -> None:
 
 
 class _Api:
-    """An ApiClient whose every call fails with ``status``."""
+    """An ApiClient whose every call fails with ``status`` (0: answers 200 with ``{}``)."""
 
-    def __init__(self, status: int) -> None:
+    def __init__(self, status: int, headers: dict[str, str] | None = None) -> None:
         self.status = status
+        self.headers = headers
 
     async def call_api(self, *_: Any, **__: Any) -> Any:
-        raise ApiException(status=self.status, reason="test")
+        if not self.status:
+            return {}, 200, {}
+        exc = ApiException(status=self.status, reason="test")
+        exc.headers = self.headers
+        raise exc
+
+
+def counted(api: _Api) -> Kube:
+    """A client with the metrics observer, as the handlers build it."""
+    return Kube(api, metrics.observe_api_call)  # type: ignore[arg-type]
 
 
 async def test_api_errors_count_only_the_unexpected() -> None:
     for status in ("404", "409", "500"):
         metrics.API_ERRORS.labels(status=status)
     before = {s: value("modelservice_operator_api_errors_total", status=s) for s in ("404", "500")}
-    assert await Kube(_Api(404)).get("Job", NS, "x") is None  # type: ignore[arg-type]
+    assert await counted(_Api(404)).get("Job", NS, "x") is None
     with pytest.raises(ApiError):
-        await Kube(_Api(404)).list_objects("Job", NS)  # type: ignore[arg-type]
+        await counted(_Api(404)).list_objects("Job", NS)
     with pytest.raises(ApiError):
-        await Kube(_Api(500)).get("Job", NS, "x")  # type: ignore[arg-type]
+        await counted(_Api(500)).get("Job", NS, "x")
     assert value("modelservice_operator_api_errors_total", status="404") == before["404"] + 1
     assert value("modelservice_operator_api_errors_total", status="500") == before["500"] + 1
+
+
+async def test_every_api_request_is_counted_by_method_and_code() -> None:
+    ok = value("modelservice_operator_api_requests_total", method="GET", code="200")
+    gone = value("modelservice_operator_api_requests_total", method="GET", code="404")
+    await counted(_Api(0)).get("Job", NS, "x")
+    await counted(_Api(404)).get("Job", NS, "x")
+    assert value("modelservice_operator_api_requests_total", method="GET", code="200") == ok + 1
+    assert value("modelservice_operator_api_requests_total", method="GET", code="404") == gone + 1
+
+
+async def test_a_client_without_observer_counts_nothing() -> None:
+    before = value("modelservice_operator_api_errors_total", status="500")
+    with pytest.raises(ApiError):
+        await Kube(_Api(500)).get("Job", NS, "x")  # type: ignore[arg-type]
+    assert value("modelservice_operator_api_errors_total", status="500") == before
+
+
+async def test_retry_after_of_a_429_reaches_the_error() -> None:
+    with pytest.raises(ApiError) as raised:
+        await Kube(_Api(429, {"Retry-After": "7"})).get("Job", NS, "x")  # type: ignore[arg-type]
+    assert raised.value.status == 429
+    assert raised.value.retry_after == 7.0
+    with pytest.raises(ApiError) as raised:
+        await Kube(_Api(500)).get("Job", NS, "x")  # type: ignore[arg-type]
+    assert raised.value.retry_after is None
+
+
+def test_the_api_client_does_not_import_metrics() -> None:
+    import ast
+    import inspect
+
+    from modelservice_operator import kube as kube_module
+
+    tree = ast.parse(inspect.getsource(kube_module))
+    imported = {
+        node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+    } | {
+        alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import)
+        for alias in node.names
+    }
+    assert not any("metrics" in name or "prometheus" in name for name in imported), imported
 
 
 def metrics_text(port: int | None = None) -> str:

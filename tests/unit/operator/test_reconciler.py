@@ -249,11 +249,15 @@ async def test_https_model_is_downloaded_by_the_server() -> None:
     d = kube.objects[("Deployment", NS, "digits-predictor")]
     pod = d["spec"]["template"]["spec"]
     args = pod["containers"][0]["args"]
-    assert f"--model-uri={uri}" in args
+    # The query string (a signature) is redacted wherever the operator writes the URI.
+    shown = "https://models.example.com/digits/v3.tar.gz?REDACTED"
+    assert f"--model-uri={shown}" in args
     assert not [a for a in args if a.startswith("--model-dir")]
     assert pod["volumes"][0] == {"name": "model-cache", "emptyDir": {"sizeLimit": "2Gi"}}
     assert d["metadata"]["labels"]["modelservice.dev/version"] == "3"
-    assert ms["status"]["model"] == {"version": 3, "uri": uri}
+    assert ms["status"]["model"] == {"version": 3, "uri": shown}
+    written = json.dumps([o for k, o in kube.objects.items() if k[0] != "ModelService"])
+    assert "sig=abc" not in written + json.dumps(ms["status"])
     roll_out(kube)
     ms = await run(kube)
     assert ms["status"]["phase"] == "Ready"
@@ -380,3 +384,62 @@ async def test_live_training_progress_reaches_status(kube: FakeKube) -> None:
     finish_job(kube, accuracy=0.97)
     ms = await run(kube)
     assert ms["status"]["training"]["epoch"] == ms["status"]["training"]["epochs"] == 5
+
+
+async def test_store_is_kept_unless_asked(kube: FakeKube) -> None:
+    await run(kube)
+    (pvc,) = kube.of("PersistentVolumeClaim")
+    assert "ownerReferences" not in pvc["metadata"]  # retained by default
+    await run(kube)  # an uncontrolled store of this name is used, not a conflict
+    ms = kube.objects[("ModelService", NS, "digits")]
+    assert "ChildConflict" not in json.dumps(ms["status"])
+
+
+async def test_predictor_is_closed_by_a_network_policy(kube: FakeKube) -> None:
+    await run(kube)
+    finish_job(kube, 0.97)
+    await run(kube)
+    (policy,) = kube.of("NetworkPolicy")
+    assert policy["metadata"]["name"] == "digits-predictor"
+    assert [r["uid"] for r in policy["metadata"]["ownerReferences"]] == ["ms-uid"]
+    assert policy["spec"]["ingress"][0]["from"] == [{"podSelector": {}}]
+
+
+async def test_lineage_of_a_version_and_events_on_promotion_and_rollback(kube: FakeKube) -> None:
+    await run(kube)
+    job = finish_job(kube, 0.95)
+    (pod,) = [
+        p for p in kube.of("Pod") if p["metadata"]["labels"]["job-name"] == job["metadata"]["name"]
+    ]
+    state = pod["status"]["containerStatuses"][0]
+    message = json.loads(state["state"]["terminated"]["message"])
+    message |= {
+        "datasetUri": "https://data.example/d.csv",
+        "datasetSha256": "ab" * 32,
+        "hyperparameters": {"epochs": 5, "batchSize": 32},
+    }
+    state["state"]["terminated"]["message"] = json.dumps(message)
+    state["imageID"] = "registry.local/serving@sha256:" + "cd" * 32
+    ms = await run(kube)
+    (record,) = ms["status"]["versions"]
+    assert record["datasetUri"] == "https://data.example/d.csv"
+    assert record["datasetSha256"] == "ab" * 32
+    assert record["hyperparameters"] == {"epochs": 5, "batchSize": 32}
+    assert record["imageDigest"] == "registry.local/serving@sha256:" + "cd" * 32
+    assert record["qualityGate"] == "Passed"
+    assert record["gatedAt"]
+    assert ("Normal", "Promoted", "version 1 promoted to serving (accuracy 0.95)") in kube.events
+    gated_at = record["gatedAt"]
+    ms = await run(kube)
+    assert ms["status"]["versions"][0]["gatedAt"] == gated_at  # the first verdict's time
+    ms["spec"]["training"]["epochs"] = 9
+    await run(kube)
+    finish_job(kube, 0.96)
+    await run(kube)
+    promoted = "version 2 promoted to serving (accuracy 0.96), replacing version 1"
+    assert ("Normal", "Promoted", promoted) in kube.events
+    ms["spec"]["model"] = {"version": 1}
+    await run(kube)
+    await run(kube)
+    rollbacks = [e for e in kube.events if e[1] == "RolledBack"]
+    assert rollbacks == [("Normal", "RolledBack", "serving pinned version 1 instead of version 2")]

@@ -26,6 +26,8 @@ from .conftest import MODEL_NAME, TrainedModel, free_port, serving_env
 pytestmark = pytest.mark.unit
 
 LIMIT = 50 << 20
+# The test server listens on loopback, which downloads refuse unless allowed.
+LOOPBACK = "127.0.0.1/32"
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):
@@ -73,7 +75,10 @@ def http_base(archives: Path) -> Iterator[str]:
 @pytest.mark.parametrize("name", ["model.tar.gz", "flat.tgz", "model.zip"])
 def test_archive_is_downloaded_and_loads(http_base: str, tmp_path: Path, name: str) -> None:
     settings = ServeSettings(
-        model_uri=f"{http_base}/{name}", model_cache_dir=tmp_path, model_name=MODEL_NAME
+        model_uri=f"{http_base}/{name}",
+        model_cache_dir=tmp_path,
+        model_name=MODEL_NAME,
+        download_allow_networks=LOOPBACK,
     )
     model = load_model(settings)
     assert model.version == "1"
@@ -96,7 +101,7 @@ def test_bad_downloads_fail_with_one_line(
     http_base: str, tmp_path: Path, name: str, limit: int, message: str
 ) -> None:
     with pytest.raises(ModelDownloadError) as failed:
-        fetch_model(f"{http_base}/{name}", tmp_path, limit, 10)
+        fetch_model(f"{http_base}/{name}", tmp_path, limit, 10, allowed_networks=LOOPBACK)
     assert message in str(failed.value)
     assert "\n" not in str(failed.value)
 
@@ -105,12 +110,14 @@ def test_unpacked_size_is_limited_too(http_base: str, archives: Path, tmp_path: 
     # The compressed archive fits; its unpacked content does not.
     size = (archives / "model.tar.gz").stat().st_size
     with pytest.raises(ModelDownloadError, match="unpacked it exceeds the limit"):
-        fetch_model(f"{http_base}/model.tar.gz", tmp_path, size + 1, 10)
+        fetch_model(f"{http_base}/model.tar.gz", tmp_path, size + 1, 10, allowed_networks=LOOPBACK)
 
 
 def test_unreachable_host_and_other_schemes(tmp_path: Path) -> None:
     with pytest.raises(ModelDownloadError, match=r"GET http://127\.0\.0\.1:\d+/m\.zip"):
-        fetch_model(f"http://127.0.0.1:{free_port()}/m.zip", tmp_path, LIMIT, 5)
+        fetch_model(
+            f"http://127.0.0.1:{free_port()}/m.zip", tmp_path, LIMIT, 5, allowed_networks=LOOPBACK
+        )
     with pytest.raises(ModelDownloadError, match="supported: http://, https://"):
         fetch_model("s3://bucket/m.tar.gz", tmp_path, LIMIT, 5)
 
@@ -125,7 +132,8 @@ def test_exactly_one_model_source() -> None:
 def _serve(args: list[str]) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "modelservice_serving", "serve", "--model-name", MODEL_NAME,
-         "--host", "127.0.0.1", "--grpc-port", "0", *args],
+         "--host", "127.0.0.1", "--grpc-port", "0", "--download-allow-networks", LOOPBACK,
+         *args],
         env=serving_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
 
