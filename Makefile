@@ -90,6 +90,11 @@ SERVING_BASE_IMAGE ?=
 image: ## build the serving image (SERVING_IMAGE, SERVING_BASE_IMAGE)
 	BASE_IMAGE=$(SERVING_BASE_IMAGE) serving/scripts/build-image.sh $(SERVING_IMAGE)
 
+.PHONY: bench-operator
+bench-operator: $(VENV) ## operator at N=100/300/1000 ModelServices vs the API floor; writes tests/benchmarks/operator.md
+	$(CLUSTER) up
+	$(PY) tests/benchmarks/operator_bench.py $(BENCH_ARGS)
+
 PROTO_DIR := serving/modelservice_serving/oip
 .PHONY: proto
 proto: $(VENV) ## regenerate the gRPC message modules (committed) from the Open Inference Protocol .proto
@@ -99,11 +104,6 @@ proto: $(VENV) ## regenerate the gRPC message modules (committed) from the Open 
 .PHONY: bench-peers
 bench-peers: ## install the benchmark's peers (Triton, KServe, MLServer, Ray, BentoML) in venvs outside the repo
 	tests/benchmarks/install_peers.sh
-
-.PHONY: bench-operator
-bench-operator: $(VENV) ## operator at N=100/300/1000 ModelServices vs the API floor; writes tests/benchmarks/operator.md
-	$(CLUSTER) up
-	$(PY) tests/benchmarks/operator_bench.py $(BENCH_ARGS)
 
 .PHONY: bench
 bench: $(VENV) ## serving benchmark (HTTP, gRPC, cold start) vs every peer; writes tests/benchmarks/serving.md

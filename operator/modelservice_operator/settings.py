@@ -98,6 +98,12 @@ class OperatorSettings(BaseSettings):
         description="auto: use KEDA ScaledObjects when scaledobjects.keda.sh is served (needs "
         "their RBAC); off: always the HorizontalPodAutoscaler.",
     )
+    keda_namespace: str = Field(
+        "keda",
+        min_length=1,
+        description="Namespace of KEDA's operator, which scrapes the predictors' metrics port; "
+        "a predictor scaled by KEDA admits it in its NetworkPolicy.",
+    )
     keda_check_interval_s: float = Field(
         30.0, ge=0, description="Seconds a KEDA API discovery result is reused."
     )

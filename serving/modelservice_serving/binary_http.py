@@ -17,23 +17,14 @@ from typing import Any
 
 import numpy as np
 import orjson
-from fastapi import Request
 from starlette.responses import Response
 
 from . import binary, payloads
-from .errors import InvalidInputError, InvalidRequestError, PayloadTooLargeError
+from .errors import InvalidInputError, InvalidRequestError
 
 HEADER = "inference-header-content-length"
 EXTENSION = "binary_tensor_data"
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
-
-
-async def read_infer_request(request: Request, limit: int) -> dict[str, Any]:
-    """The inference request's JSON, with each binary input's bytes as its ``data``."""
-    declared = request.headers.get(HEADER)
-    if declared is None:
-        return await payloads.read_json_object(request, limit)
-    return parse_infer_body(await _read_body(request, limit), declared)
 
 
 def parse_infer_body(body: bytes, declared: str) -> dict[str, Any]:
@@ -54,22 +45,6 @@ def parse_infer_body(body: bytes, declared: str) -> dict[str, Any]:
         raise InvalidRequestError("the inference header must be a JSON object")
     _attach_binary_inputs(payload, memoryview(body)[header_length:])
     return payload
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit():
-        if int(declared) > limit:
-            raise PayloadTooLargeError(f"request body of {declared} bytes exceeds {limit} bytes")
-        return await request.body()
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():  # chunked: never buffer past the limit
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLargeError(f"request body exceeds {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _attach_binary_inputs(payload: dict[str, Any], data: memoryview) -> None:

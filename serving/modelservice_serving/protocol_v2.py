@@ -247,16 +247,16 @@ async def serve_infer(request: Request) -> Response:
     try:
         body = await payloads.read_body(request, state.settings.max_body_bytes)
         declared = request.headers.get(binary_http.HEADER)
-        payload = (
-            payloads.parse_json_object(body)
-            if declared is None
-            else binary_http.parse_infer_body(body, declared)
-        )
+        if declared is None:
+            payload = payloads.parse_json_object(body)
+            header, max_values = body, max_elements(state.settings.max_body_bytes)
+        else:  # the binary tensor extension: a JSON header, then raw bytes (1 or more a value)
+            payload = binary_http.parse_infer_body(body, declared)
+            header, max_values = body[: int(declared)], state.settings.max_body_bytes + 1
         _check_envelope(payload)
         binary_outputs = binary_http.binary_outputs(payload)
         limits = _Limits(
-            max_elements=max_elements(state.settings.max_body_bytes),
-            booleans_possible=payloads.may_hold_booleans(body),
+            max_elements=max_values, booleans_possible=payloads.may_hold_booleans(header)
         )
         inputs, rows = _decode_inputs(model, payload.get("inputs"), limits)
         wanted = _requested_outputs(model, payload.get("outputs", _ALL_OUTPUTS))

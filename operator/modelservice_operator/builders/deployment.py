@@ -44,11 +44,11 @@ __all__ = [
 ]
 
 HTTP_PORT = contract.HTTP_PORT
-GRPC_PORT = contract.GRPC_PORT  # the Open Inference Protocol's gRPC service
 # /metrics alone (serve --metrics-port): a NetworkPolicy admits scrapers here only.
 METRICS_PORT = 9090
 METRICS_PORT_NAME = "metrics"
 AUTH_MOUNT = "/var/run/secrets/modelservice/auth"
+GRPC_PORT = 8081  # the Open Inference Protocol's gRPC service
 PRE_STOP_SECONDS = 5
 DEFAULT_GRACE_SECONDS = 30
 DEFAULT_SERVING_REQUESTS = {"cpu": "500m", "memory": "1Gi"}
@@ -188,8 +188,8 @@ def build_deployment(
         "args": args,
         "ports": [
             {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
-            {"name": METRICS_PORT_NAME, "containerPort": METRICS_PORT, "protocol": "TCP"},
             {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
+            {"name": METRICS_PORT_NAME, "containerPort": METRICS_PORT, "protocol": "TCP"},
         ],
         "env": container_env(serving, [{"name": "HOME", "value": "/tmp"}]),
         "resources": ephemeral_storage(resources, SERVING_EPHEMERAL_REQUEST, ephemeral_limit),

@@ -14,7 +14,7 @@ from typing import Any
 from ..models import AutoscalingMetric, ServingSpec
 from ..names import predictor_name
 from .common import Owner, predictor_child
-from .deployment import HTTP_PORT
+from .deployment import METRICS_PORT
 
 __all__ = ["METRIC_GAUGES", "POLLING_INTERVAL_S", "build_scaled_object"]
 
@@ -48,7 +48,7 @@ def build_scaled_object(
                 "metricType": "AverageValue",
                 "metadata": {
                     # The port must be the pod's (KEDA matches it in the EndpointSlices).
-                    "url": f"http://{host}:{HTTP_PORT}/metrics",
+                    "url": f"http://{host}:{METRICS_PORT}/metrics",
                     "format": "prometheus",
                     "valueLocation": METRIC_GAUGES[metric],
                     "aggregateFromKubeServiceEndpoints": "true",

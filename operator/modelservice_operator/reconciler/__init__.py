@@ -41,6 +41,7 @@ def decision_settings(settings: OperatorSettings) -> Settings:
         defaults=settings,
         cluster_domain=settings.cluster_domain,
         versions_kept=settings.history_limit,
+        keda_namespace=settings.keda_namespace,
     )
 
 

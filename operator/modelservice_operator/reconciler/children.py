@@ -103,13 +103,15 @@ def desired_serving(
     model_credentials: SecretReference | None,
     autoscaler: AutoscalerChoice,
     cluster_domain: str = "cluster.local",
+    keda_namespace: str = "keda",
 ) -> list[Child]:
     """The predictor's children, in the order they are applied."""
+    keda = autoscaler.kind == "ScaledObject"
     scaler = (
-        build_scaled_object(owner, serving, cluster_domain)
-        if autoscaler.kind == "ScaledObject"
-        else build_hpa(owner, serving)
+        build_scaled_object(owner, serving, cluster_domain) if keda else build_hpa(owner, serving)
     )
+    # KEDA's operator scrapes the metrics port of every predictor pod it scales.
+    scrapers = [keda_namespace] if keda else []
     children = [
         Child(
             build_deployment(
@@ -124,7 +126,7 @@ def desired_serving(
             )
         ),
         Child(build_service(owner)),
-        Child(build_network_policy(owner, serving)),
+        Child(build_network_policy(owner, serving, scrapers)),
         Child(scaler),
     ]
     pdb = build_pdb(owner, serving)

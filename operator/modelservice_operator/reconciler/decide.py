@@ -53,6 +53,7 @@ class Settings:
     defaults: PodDefaults
     cluster_domain: str = "cluster.local"
     versions_kept: int = 20
+    keda_namespace: str = "keda"
 
 
 @dataclass
@@ -302,6 +303,7 @@ def decide(obs: Observed, settings: Settings, now: str, rejected: Stuck | None =
             spec.model.credentials if spec.model is not None else None,
             autoscaler,
             settings.cluster_domain,
+            settings.keda_namespace,
         )
         writes, deletes, problem = plan_children(obs, children, prune=True)
         plan.writes.extend(writes)

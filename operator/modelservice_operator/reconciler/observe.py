@@ -103,9 +103,14 @@ class Observed:
             if all((p["metadata"].get("labels") or {}).get(k) == v for k, v in labels.items())
         ]
 
-    def job_pods(self, name: str) -> list[dict[str, Any]]:
-        """The pods of the Job ``name``."""
-        return self.pods(**{"job-name": name})
+    def job_pods(self, job: dict[str, Any]) -> list[dict[str, Any]]:
+        """The pods of ``job``: by its UID, not its name, which an older Job may have had."""
+        uid = job["metadata"].get("uid")
+        return [
+            p
+            for p in self.pods(**{"job-name": job["metadata"]["name"]})
+            if any(r.get("uid") == uid for r in p["metadata"].get("ownerReferences") or [])
+        ]
 
     def predictor_pods(self) -> list[dict[str, Any]]:
         """The predictor's pods."""
@@ -198,7 +203,7 @@ async def observe(
     job = next((j for j in obs.owned("Job") if j["metadata"]["name"] == current), None)
     if job is None:
         return obs
-    outcome = diagnose_job(job, obs.job_pods(current))
+    outcome = diagnose_job(job, obs.job_pods(job))
     if outcome.state != "Running" or not outcome.pod_name:
         return obs
     text = await logs.pod_log(namespace, outcome.pod_name, log_tail_lines)

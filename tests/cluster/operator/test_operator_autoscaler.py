@@ -9,6 +9,8 @@ started without it (``MSO_AUTOSCALERS=0``) gets the CRD here, from the build cac
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -82,7 +84,11 @@ def test_keda_served_makes_a_scaled_object_and_no_hpa(
     manifest = gpu_sample()
     manifest["spec"]["serving"]["autoscaling"] = {"metric": "cpu"}
     apply(keda_operator.cluster, manifest, namespace)
-    wait_for("the operator's HPA", lambda: len(ms.children("hpa")) == 1, timeout=60)
+    wait_for(
+        "the operator's HPA",
+        lambda: "digits-predictor" in [h["metadata"]["name"] for h in ms.children("hpa")],
+        timeout=60,
+    )
     wait_for("no ScaledObject", lambda: ms.children("scaledobject") == [], timeout=60)
     status = ms.wait(
         "the HPA in status",
@@ -111,3 +117,42 @@ def test_discovery_tells_served_from_absent(
             await kube.close()
 
     assert asyncio.run(probe()) == (True, False)
+
+
+@pytest.fixture(scope="module")
+def keda_running(kube_cluster: KubeCluster) -> KubeCluster:
+    """KEDA's operator and metrics API server run here (``make cluster`` starts them)."""
+    if os.environ.get("MSO_AUTOSCALERS", "1") == "0":
+        pytest.skip("MSO_AUTOSCALERS=0: the cluster runs without KEDA, by request")
+    state_file = Path(kube_cluster.kubeconfig).parent / "state.json"
+    state: dict[str, Any] = json.loads(state_file.read_text()) if state_file.is_file() else {}
+    pids = (state.get("autoscalers") or {}).get("pids") or {}
+    why = "KEDA is not running: " + str(
+        state.get("autoscalers_unavailable") or "the cluster was started without it"
+    )
+    assert {"keda", "keda-adapter"} <= set(pids), why
+    return kube_cluster
+
+
+def test_keda_turns_the_scaled_object_into_its_hpa(
+    keda_running: KubeCluster, keda_operator: OperatorProcess, namespace: str
+) -> None:
+    ms = apply(keda_operator.cluster, gpu_sample(), namespace)
+    ms.wait("the ScaledObject", lambda s: ms.children("scaledobject"), timeout=120)
+
+    def keda_hpa() -> dict[str, Any] | None:
+        items = keda_running.get("hpa", "-n", namespace)["items"]
+        return next(
+            (h for h in items if h["metadata"]["name"] == "keda-hpa-digits-predictor"), None
+        )
+
+    hpa = wait_for("KEDA's HPA", keda_hpa, timeout=120)
+    spec = hpa["spec"]
+    assert spec["scaleTargetRef"]["name"] == "digits-predictor"
+    assert (spec["minReplicas"], spec["maxReplicas"]) == (1, 4)
+    (metric,) = spec["metrics"]
+    assert metric["type"] == "External"
+    assert metric["external"]["target"] == {"type": "AverageValue", "averageValue": "8"}
+    assert spec["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 30
+    # The operator made no HPA of its own, and left KEDA's alone.
+    assert [h["metadata"]["name"] for h in ms.children("hpa")] == ["keda-hpa-digits-predictor"]

@@ -119,8 +119,8 @@ def test_deployment_gpu_probes_security_and_replicas(
     ]
     assert c["ports"] == [
         {"name": "http", "containerPort": 8080, "protocol": "TCP"},
-        {"name": "metrics", "containerPort": 9090, "protocol": "TCP"},
         {"name": "grpc", "containerPort": 8081, "protocol": "TCP"},
+        {"name": "metrics", "containerPort": 9090, "protocol": "TCP"},
     ]
     assert "--grpc-port=8081" in c["args"]
     assert c["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
@@ -185,6 +185,7 @@ def test_service_and_url(owner: Owner) -> None:
             "protocol": "TCP",
             "appProtocol": "kubernetes.io/h2c",
         },
+        {"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"},
     ]
     assert svc["spec"]["selector"] == {
         "modelservice.dev/name": "digits",

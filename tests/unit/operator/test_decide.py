@@ -37,6 +37,7 @@ def _job(name: str, version: int, *, uid: str = UID, state: str | None = None) -
         "kind": "Job",
         "metadata": {
             "name": name,
+            "uid": f"job-{name}-{version}",
             "namespace": NS,
             "labels": {"modelservice.dev/name": "digits", "modelservice.dev/version": str(version)},
             "ownerReferences": [{"uid": uid, "controller": True}],
@@ -45,14 +46,16 @@ def _job(name: str, version: int, *, uid: str = UID, state: str | None = None) -
     }
 
 
-def _pod(job: str, result: dict[str, Any], phase: str = "Failed") -> dict[str, Any]:
+def _pod(job: dict[str, Any], result: dict[str, Any], phase: str = "Failed") -> dict[str, Any]:
     state = {"terminated": {"reason": "Error", "exitCode": 1, "message": json.dumps(result)}}
+    name = job["metadata"]["name"]
     return {
         "kind": "Pod",
         "metadata": {
-            "name": f"{job}-x",
+            "name": f"{name}-x",
             "namespace": NS,
-            "labels": {"job-name": job, "modelservice.dev/name": "digits"},
+            "labels": {"job-name": name, "modelservice.dev/name": "digits"},
+            "ownerReferences": [{"kind": "Job", "uid": job["metadata"]["uid"]}],
         },
         "status": {"phase": phase, "containerStatuses": [{"name": "train", "state": state}]},
     }
@@ -104,7 +107,8 @@ def test_taken_version_replaces_the_job_with_the_next_free_number(sample: dict[s
         "message": "output '/models/v1' already exists; versions are never overwritten",
         "highestVersion": 3,
     }
-    obs = _obs(spec, {}, Job=[_job(name, 1)], Pod=[_pod(name, taken)])
+    first = _job(name, 1)
+    obs = _obs(spec, {}, Job=[first], Pod=[_pod(first, taken)])
     plan = decide(obs, SETTINGS, NOW)
     assert [(d.kind, d.name, d.reason) for d in plan.deletes] == [("Job", name, "VersionTaken")]
     assert plan.status.highest_version == 3
@@ -117,9 +121,16 @@ def test_taken_version_replaces_the_job_with_the_next_free_number(sample: dict[s
     after = _obs(spec, plan.status.wire())
     (job,) = _writes(decide(after, SETTINGS, NOW), "Job")
     assert job["metadata"]["labels"]["modelservice.dev/version"] == "4"
+    # The replacement has the same name; the old Job's pods, still there, are not its own.
+    second = _job(name, 4)
+    left = _pod(first, taken)
+    plan = decide(_obs(spec, plan.status.wire(), Job=[second], Pod=[left]), SETTINGS, NOW)
+    assert plan.deletes == []
+    assert plan.status.training is not None
+    assert plan.status.training.version == 4
     # An older trainer without highestVersion: the message names the taken version.
     del taken["highestVersion"]
-    obs = _obs(spec, {}, Job=[_job(name, 1)], Pod=[_pod(name, taken)])
+    obs = _obs(spec, {}, Job=[first], Pod=[_pod(first, taken)])
     assert decide(obs, SETTINGS, NOW).status.highest_version == 1
 
 
