@@ -32,6 +32,7 @@ __all__ = [
     "ENV_VERSION",
     "ENV_WORKER_HOSTS",
     "ENV_WORKER_RENDEZVOUS",
+    "GRPC_PORT",
     "HTTP_PORT",
     "MAX_MESSAGE_BYTES",
     "SERVER_FAILURE_PREFIXES",
@@ -54,6 +55,7 @@ __all__ = [
 
 # --- shared defaults -------------------------------------------------------------------------
 HTTP_PORT = 8080
+GRPC_PORT = 8081  # the Open Inference Protocol over gRPC (serve --grpc-port)
 DEFAULT_MAX_BATCH_SIZE = 32
 DEFAULT_MAX_LATENCY_MS = 5
 DEFAULT_BATCH_SIZE = 32

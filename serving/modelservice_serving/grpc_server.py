@@ -15,6 +15,8 @@ import logging
 import grpc
 
 from . import health_grpc, protocol_grpc
+from .access import read_token
+from .access_grpc import BearerTokenInterceptor
 from .state import ServingState
 
 log = logging.getLogger(__name__)
@@ -30,7 +32,11 @@ class GrpcListener:
     async def start(self) -> int:
         """Binds and starts; returns the bound port (``--grpc-port=0`` picks a free one)."""
         settings = self.state.settings
+        interceptors = []
+        if settings.auth_token_file is not None:  # the same token as the HTTP side
+            interceptors.append(BearerTokenInterceptor(read_token(settings.auth_token_file)))
         server = grpc.aio.server(
+            interceptors=interceptors,
             options=[
                 # grpcio shares a port with any other process that binds it (SO_REUSEPORT)
                 # unless told not to: a second server on the port must fail, not split traffic.

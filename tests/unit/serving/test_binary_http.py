@@ -166,7 +166,7 @@ async def test_bad_binary_output_flags(client: httpx.AsyncClient) -> None:
             },
             "outputs[0].parameters.binary_data",
         ),
-        ({"inputs": [tensor], "parameters": []}, "request.parameters must be an object"),
+        ({"inputs": [tensor], "parameters": []}, "'parameters' must be an object"),
     ]:
         response = await client.post(V2, json=body)
         assert response.status_code == 400, response.text

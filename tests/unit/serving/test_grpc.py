@@ -44,8 +44,9 @@ PROTO = Path(protocol_grpc.__file__).parent / "oip" / "grpc_predict_v2.proto"
 class Stub:
     """The RPCs of the service as plain async calls (no generated service code needed)."""
 
-    def __init__(self, channel: grpc.aio.Channel) -> None:
+    def __init__(self, channel: grpc.aio.Channel, metadata: tuple[tuple[str, str], ...] = ()):
         self._channel = channel
+        self.metadata = metadata
 
     async def __call__(self, method: str, request: Any, response_type: Any) -> Any:
         call = self._channel.unary_unary(
@@ -53,7 +54,7 @@ class Stub:
             request_serializer=type(request).SerializeToString,
             response_deserializer=response_type.FromString,
         )
-        return await call(request, timeout=30)
+        return await call(request, timeout=30, metadata=self.metadata)
 
     async def health(self, service: str) -> Any:
         call = self._channel.unary_unary(
@@ -347,3 +348,34 @@ def _drop_json_names(messages: Any) -> None:
         for field in message.field:
             field.ClearField("json_name")
         _drop_json_names(message.nested_type)
+
+
+async def test_the_bearer_token_guards_grpc_too(
+    server_factory: ServerFactory, tmp_path: Path
+) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("s3cret\n")
+    with server_factory(auth_token_file=token_file) as server:
+        async for stub in _stub(server):
+            # Probes need no token: health, liveness, readiness.
+            assert await stub.health("ready") == health_pb2.HealthCheckResponse.SERVING
+            assert (await stub("ServerLive", pb.ServerLiveRequest(), pb.ServerLiveResponse)).live
+            assert (
+                await stub("ServerReady", pb.ServerReadyRequest(), pb.ServerReadyResponse)
+            ).ready
+            for metadata, reason in [
+                ((), "required"),
+                ((("authorization", "Bearer wrong"),), "not valid"),
+            ]:
+                stub.metadata = metadata
+                for call in (
+                    stub.infer(raw_request(ROWS[:1])),
+                    stub("ModelMetadata", pb.ModelMetadataRequest(name=MODEL_NAME),
+                         pb.ModelMetadataResponse),
+                ):  # fmt: skip
+                    with pytest.raises(grpc.aio.AioRpcError) as failed:
+                        await call
+                    assert failed.value.code() == grpc.StatusCode.UNAUTHENTICATED
+                    assert reason in (failed.value.details() or "")
+            stub.metadata = (("authorization", "Bearer s3cret"),)
+            assert outputs_of(await stub.infer(raw_request(ROWS[:1]))).shape == (1, 10)
