@@ -111,7 +111,10 @@ class ServeSettings(_Settings):
     host: str = Field("0.0.0.0", description="address to bind")
     port: int = Field(contract.HTTP_PORT, ge=0, le=65535, description="port to bind")
     grpc_port: int = Field(
-        contract.GRPC_PORT, ge=0, le=65535, description="gRPC port (Open Inference Protocol); 0 = any free"
+        contract.GRPC_PORT,
+        ge=0,
+        le=65535,
+        description="gRPC port (Open Inference Protocol); 0 = any free",
     )
     max_batch_size: int = Field(
         contract.DEFAULT_MAX_BATCH_SIZE, ge=1, description="most rows merged into one model call"
