@@ -13,7 +13,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from . import __version__, openapi, payloads
+from . import __version__, binary_http, openapi, payloads
 from .errors import InvalidInputError, InvalidRequestError, ModelNotFoundError
 from .model import ServedModel, Tensors
 from .state import ServingState
@@ -143,7 +143,9 @@ async def ready(request: Request) -> Response:
     "/v2", summary="Server metadata", responses=openapi.responses(ok=SERVER_METADATA_SCHEMA)
 )
 async def server_metadata() -> Response:
-    return payloads.json_response({"name": SERVER_NAME, "version": __version__, "extensions": []})
+    return payloads.json_response(
+        {"name": SERVER_NAME, "version": __version__, "extensions": [binary_http.EXTENSION]}
+    )
 
 
 def _model(request: Request, name: str, version: str | None) -> ServedModel:
@@ -244,11 +246,17 @@ async def serve_infer(request: Request) -> Response:
     reservation = batcher.reserve(payloads.declared_length(request))
     try:
         body = await payloads.read_body(request, state.settings.max_body_bytes)
-        payload = payloads.parse_json_object(body)
+        declared = request.headers.get(binary_http.HEADER)
+        if declared is None:
+            payload = payloads.parse_json_object(body)
+            header, max_values = body, max_elements(state.settings.max_body_bytes)
+        else:  # the binary tensor extension: a JSON header, then raw bytes (1 or more a value)
+            payload = binary_http.parse_infer_body(body, declared)
+            header, max_values = body[: int(declared)], state.settings.max_body_bytes + 1
         _check_envelope(payload)
+        binary_outputs = binary_http.binary_outputs(payload)
         limits = _Limits(
-            max_elements=max_elements(state.settings.max_body_bytes),
-            booleans_possible=payloads.may_hold_booleans(body),
+            max_elements=max_values, booleans_possible=payloads.may_hold_booleans(header)
         )
         inputs, rows = _decode_inputs(model, payload.get("inputs"), limits)
         wanted = _requested_outputs(model, payload.get("outputs", _ALL_OUTPUTS))
@@ -260,7 +268,7 @@ async def serve_infer(request: Request) -> Response:
     if "id" in payload:
         response["id"] = payload["id"]
     response["outputs"] = [_encode(model, name, outputs[name]) for name in wanted]
-    return payloads.json_response(response)
+    return binary_http.infer_response(response, binary_outputs)
 
 
 def max_elements(max_body_bytes: int) -> int:

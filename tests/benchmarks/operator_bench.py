@@ -36,6 +36,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "operator"))
+# The local cluster's; kubernetes_asyncio reads the variable when it is imported.
+os.environ["KUBECONFIG"] = str(REPO / ".cluster" / "kubeconfig")
 
 from modelservice_operator.builders.common import ModelVolume, Owner  # noqa: E402
 from modelservice_operator.builders.job import build_job  # noqa: E402
@@ -106,7 +108,7 @@ def add_nodes() -> None:
     items = []
     for index in range(EXTRA_NODES):
         name = f"bench-{index}"
-        resources = {"cpu": "1000", "memory": "4Ti", "pods": "1000"}
+        resources = {"cpu": "1000", "memory": "4Ti", "pods": "1000", "ephemeral-storage": "100Ti"}
         items.append(
             {
                 "apiVersion": "v1",
@@ -246,8 +248,19 @@ class Operator:
             cwd=workdir,
         )  # fmt: skip
 
-    def requests(self) -> dict[str, Any]:
-        for _ in range(20):
+    async def started(self, limit_s: float = 120) -> None:
+        """Wait until the operator watches (Python and kopf start slowly on a loaded host)."""
+        deadline = time.monotonic() + limit_s
+        while time.monotonic() < deadline:
+            counts = self.requests(tries=1).get("counts", {})
+            if any(key.endswith(" watch") and "modelservices" in key for key in counts):
+                await asyncio.sleep(1)  # the initial listing is in
+                return
+            await asyncio.sleep(0.25)
+        raise TimeoutError("the operator did not start watching")
+
+    def requests(self, tries: int = 20) -> dict[str, Any]:
+        for _ in range(tries):
             try:
                 data: dict[str, Any] = json.loads(self.counts.read_text())
                 return data
@@ -297,7 +310,7 @@ async def at_scale(
     fresh_namespace(namespace)
     operator = Operator(namespace, operator_path, workdir)
     try:
-        await asyncio.sleep(3)  # kopf up and watching
+        await operator.started()
         start = time.monotonic()
         creating = asyncio.create_task(
             bounded(list(range(n)), lambda i: create_ms(kube, namespace, f"ms-{i}"), CONCURRENCY)
@@ -333,7 +346,7 @@ async def single(kube: Kube, operator_path: Path, workdir: Path, count_: int) ->
     operator = Operator(namespace, operator_path, workdir)
     result: dict[str, Any] = {"load_before": os.getloadavg()}
     try:
-        await asyncio.sleep(3)
+        await operator.started()
         for training, key in ((False, "uri"), (True, "trained")):
             latencies = []
             for index in range(count_):

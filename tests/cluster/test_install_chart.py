@@ -21,22 +21,28 @@ CLUSTER_KINDS = "clusterroles,clusterrolebindings"
 NAMESPACED_KINDS = "deployments,serviceaccounts,rolebindings,services,jobs,pods"
 
 
+REPLICAS = 2  # values.yaml replicaCount: one leader, one standby
+
+
 def instance_selector(release: str) -> str:
     return f"app.kubernetes.io/instance={release},app.kubernetes.io/part-of=modelservice-operator"
 
 
 def operator_pod_env(cluster: KubeCluster, namespace: str) -> dict[str, str]:
-    """Env of the operator container in the one running (not terminating) operator pod."""
+    """Env of the operator container, the same in every running (not terminating) replica."""
     pods = [
         pod
         for pod in cluster.get("pods", "-n", namespace, "-l", instance_selector(RELEASE))["items"]
         if not pod["metadata"].get("deletionTimestamp")
         and pod["metadata"]["labels"].get("app.kubernetes.io/component") != "test"
     ]
-    if len(pods) != 1:  # ValueError: wait_for retries while a rollout is under way
-        raise ValueError(f"{len(pods)} operator pods")
-    container = pods[0]["spec"]["containers"][0]
-    return {e["name"]: e.get("value", "") for e in container["env"]}
+    envs = [
+        {e["name"]: e.get("value", "") for e in pod["spec"]["containers"][0]["env"]} for pod in pods
+    ]
+    # ValueError: wait_for retries while a rollout is under way (replicas differ).
+    if len(pods) != REPLICAS or any(env != envs[0] for env in envs):
+        raise ValueError(f"{len(pods)} operator pods, {len(envs)} envs")
+    return envs[0]
 
 
 @pytest.mark.parametrize(
@@ -100,7 +106,7 @@ def test_install_upgrade_uninstall(kube_cluster: KubeCluster, namespace: str) ->
     # helm test: a Job as the operator's ServiceAccount (kwok completes Job pods).
     kube_cluster.helm("test", RELEASE, "-n", namespace, "--timeout", "120s")
 
-    # A changed value reaches the running operator (Recreate: the old pod goes first).
+    # A changed value reaches every replica (a rolling update, one new pod at a time).
     kube_cluster.helm(
         "upgrade",
         *release,

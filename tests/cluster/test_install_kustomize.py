@@ -33,9 +33,13 @@ def operator_env(cluster: KubeCluster) -> dict[str, str]:
             for c in p["status"].get("conditions", [])
         )
     ]
-    if len(pods) != 1:  # ValueError: wait_for retries while a rollout is under way
-        raise ValueError(f"{len(pods)} operator pods")
-    return {e["name"]: e.get("value", "") for e in pods[0]["spec"]["containers"][0]["env"]}
+    envs = [
+        {e["name"]: e.get("value", "") for e in pod["spec"]["containers"][0]["env"]} for pod in pods
+    ]
+    # ValueError: wait_for retries while a rollout is under way (the replicas differ).
+    if len(pods) != 2 or any(env != envs[0] for env in envs):
+        raise ValueError(f"{len(pods)} ready operator pods")
+    return envs[0]
 
 
 @pytest.fixture

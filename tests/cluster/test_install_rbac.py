@@ -94,7 +94,18 @@ def test_operator_with_chart_permissions_drives_sample_to_ready(
     assert as_operator.kubectl("auth", "whoami", "-o", "jsonpath={.status.userInfo.username}") == (
         f"system:serviceaccount:{namespace}:{SERVICE_ACCOUNT}"
     )
-    operator = opharness.OperatorProcess(as_operator, namespace, tmp_path)
+    # With leader election as the chart runs it: the Lease in the release namespace (the
+    # chart's Role) is part of what must be enough.
+    operator = opharness.OperatorProcess(
+        as_operator,
+        namespace,
+        tmp_path,
+        extra_env={
+            "MSO_OPERATOR_LEADER_ELECTION": "true",
+            "MSO_OPERATOR_LEADER_ELECTION_NAMESPACE": namespace,
+            "MSO_OPERATOR_LEADER_ELECTION_ID": "rbac-test",
+        },
+    )
     operator.start()
     try:
         service = opharness.apply(kube_cluster, opharness.sample_manifest(), namespace)
@@ -107,6 +118,8 @@ def test_operator_with_chart_permissions_drives_sample_to_ready(
         change_serving(kube_cluster, namespace, service.name, min_replicas=1)
         wait_for("no PDB", lambda: not service.children("poddisruptionbudgets"), timeout=60)
         service.wait_phase("Ready", timeout=60)
+        lease = kube_cluster.get("lease", "rbac-test", "-n", namespace)
+        assert lease["spec"]["holderIdentity"]
     finally:
         operator.stop()
     logs = operator.logs()
@@ -127,7 +140,6 @@ UNUSED = [
     ("create", "pods", "--subresource=exec"),
     ("delete", "persistentvolumeclaims"),
     ("delete", "deployments.apps"),
-    ("watch", "services"),
     ("create", "roles.rbac.authorization.k8s.io"),
     ("create", "serviceaccounts", "--subresource=token"),
     ("patch", "events"),

@@ -52,7 +52,9 @@ def test_serving_args_parse(
     parsed = serving_settings.parse(serving_settings.ServeSettings, container["args"][1:])
     assert str(parsed.model_dir) == "/models/v2"
     assert parsed.model_name == "digits"
-    assert parsed.port == container["ports"][0]["containerPort"]
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    assert parsed.port == ports["http"]
+    assert parsed.grpc_port == ports["grpc"]
     assert parsed.max_batch_size == 32
     assert (
         parsed.graceful_timeout_s + 5

@@ -118,7 +118,7 @@ def running_server(
 
     settings = ServeSettings(
         model_dir=model_dir, model_name=MODEL_NAME, host="127.0.0.1", port=free_port(),
-        **overrides,
+        **{"grpc_port": 0, **overrides},
     )  # fmt: skip
     app = create_app(settings, loader=loader)
     state = serving_state(app)
