@@ -83,7 +83,7 @@ HOSTILE = [
     ("outputs null", V2, {**_v2(), "outputs": None}, 400, "'outputs'"),
     ("outputs not objects", V2, {**_v2(), "outputs": ["output_0"]}, 400, "'outputs'"),
     ("output twice", V2, {**_v2(), "outputs": [{"name": "output_0"}] * 2}, 422, "twice"),
-    ("output parameters", V2, _OUTPUT_PARAMETERS, 400, "'outputs'"),
+    ("output parameters", V2, _OUTPUT_PARAMETERS, 400, "outputs[0].parameters"),
     ("signature_name number", V1, {"instances": [ROW], "signature_name": 1}, 400, "signature"),
     ("inputs empty", V2, {"inputs": []}, 400, "non-empty"),
     ("inputs an object", V2, {"inputs": {"inputs": ROW}}, 400, "non-empty array"),
