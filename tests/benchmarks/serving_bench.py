@@ -333,6 +333,19 @@ def targets(model_dir: Path, args: argparse.Namespace, workdir: Path) -> list[Ta
     return found
 
 
+# Sections other benchmarks write into the same file (fairness_bench.py), kept across reruns.
+KEPT_SECTIONS = (("<!-- fairness:begin -->", "<!-- fairness:end -->"),)
+
+
+def kept_sections(previous: str) -> str:
+    """The other benchmarks' sections of ``previous``, to append after a new report."""
+    kept = []
+    for begin, end in KEPT_SECTIONS:
+        if begin in previous and end in previous:
+            kept.append(previous[previous.index(begin) : previous.index(end) + len(end)])
+    return "".join(f"\n{section}\n" for section in kept)
+
+
 def write_mlserver_settings(repository: Path, port: int, model_dir: Path) -> None:
     (repository / "settings.json").write_text(json.dumps({
         "http_port": port, "grpc_port": free_port(), "metrics_port": free_port(),
@@ -535,7 +548,11 @@ def main() -> int:
     print(rendered)
     print("\n".join(targets_met))
     if args.record:
-        Path(args.record).write_text(report(args, command, rendered, targets_met, load_before))
+        record = Path(args.record)
+        record.write_text(
+            report(args, command, rendered, targets_met, load_before)
+            + kept_sections(record.read_text() if record.exists() else "")
+        )
     return 0
 
 
