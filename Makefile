@@ -95,6 +95,16 @@ bench-operator: $(VENV) ## operator at N=100/300/1000 ModelServices vs the API f
 	$(CLUSTER) up
 	$(PY) tests/benchmarks/operator_bench.py $(BENCH_ARGS)
 
+PROTO_DIR := serving/modelservice_serving/oip
+.PHONY: proto
+proto: $(VENV) ## regenerate the gRPC message modules (committed) from the Open Inference Protocol .proto
+	$(PY) -m grpc_tools.protoc -I$(PROTO_DIR) --python_out=$(PROTO_DIR) --pyi_out=$(PROTO_DIR) \
+		$(PROTO_DIR)/grpc_predict_v2.proto
+
+.PHONY: bench-peers
+bench-peers: ## install the benchmark's peers (Triton, KServe, MLServer, Ray, BentoML) in venvs outside the repo
+	tests/benchmarks/install_peers.sh
+
 .PHONY: bench
-bench: $(VENV) ## serving benchmark vs KServe and MLServer; writes tests/benchmarks/serving.md
+bench: $(VENV) ## serving benchmark (HTTP, gRPC, cold start) vs every peer; writes tests/benchmarks/serving.md
 	$(PY) tests/benchmarks/serving_bench.py

@@ -181,6 +181,11 @@ def _phase_and_ready(obs: Observed, serving_ready: Condition) -> tuple[Phase, Co
         return "Deploying", ready(False, "Creating", "creating the predictor")
     if not serving_ok:
         return "Deploying", ready(False, serving_ready.reason, serving_ready.message)
+    if sv.stuck is not None and sv.stuck.reason == "ScalingUp":
+        # Serving, and more nodes are on their way: progress, not a degradation.
+        return "Ready", ready(
+            True, "ScalingUp", f"{sv.ready_replicas}/{sv.replicas} ready, {sv.stuck.message}"
+        )
     if sv.stuck is not None and sv.ready_replicas < sv.replicas:
         return "Degraded", ready(
             False, sv.stuck.reason, f"{sv.ready_replicas}/{sv.replicas} ready: {sv.stuck.message}"

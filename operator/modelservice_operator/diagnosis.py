@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from typing import Any, Literal
+
+from modelservice_serving import contract
 
 __all__ = [
     "JobOutcome",
@@ -73,8 +74,6 @@ def _get(obj: dict[str, Any] | None, *path: str) -> Any:
 
 # "output '/models/v3' already exists": the version a trainer found taken.
 _VERSION_IN_MESSAGE = re.compile(r"/v(\d+)'? (?:already exists|appeared)")
-# First words of the serving container's termination message when the model cannot load.
-SERVER_FAILURES = ("ModelDownloadFailed: ", "ModelLoadFailed: ")
 
 
 def _pod_stuck(pod: dict[str, Any]) -> Stuck | None:
@@ -96,10 +95,9 @@ def _pod_stuck(pod: dict[str, Any]) -> Stuck | None:
             )
         for state in ("state", "lastState"):
             # The server's own one-line verdict beats the kubelet's CrashLoopBackOff.
-            said = (_get(cs, state, "terminated", "message") or "").strip()
-            if said.startswith(SERVER_FAILURES):
-                verdict, _, detail = said.partition(": ")
-                return Stuck(verdict, f"container {container} of pod {name}: {detail}")
+            verdict = contract.parse_server_failure(_get(cs, state, "terminated", "message"))
+            if verdict is not None:
+                return Stuck(verdict[0], f"container {container} of pod {name}: {verdict[1]}")
         reason = waiting.get("reason")
         if reason in PROBLEM_WAITING:
             detail = waiting.get("message") or reason
@@ -137,55 +135,17 @@ def diagnose_pods(pods: list[dict[str, Any]]) -> Stuck | None:
 
 
 def parse_result(message: str | None) -> dict[str, Any] | None:
-    """Parse a training termination message (one JSON object), or None if it is not one."""
-    if not message:
-        return None
-    text = message.strip()
-    try:
-        value = json.loads(text)
-    except ValueError:
-        # FallbackToLogsOnError: the message may be log lines; try the last JSON-looking one.
-        for line in reversed(text.splitlines()):
-            line = line.strip()
-            if line.startswith("{"):
-                try:
-                    value = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(value, dict) and "status" in value:
-                    return value
-        return None
-    return value if isinstance(value, dict) else None
+    """The training result in a termination message (the contract's), as a wire dict."""
+    result = contract.parse_result(message)
+    return result.wire(as_given=True) if result is not None else None
 
 
 def parse_progress(log: str | None) -> Progress | None:
     """Return the last ``{"event": "epoch", ...}`` line of a training log, or None."""
-    if not log:
+    event = contract.parse_epoch(log)
+    if event is None:
         return None
-    for line in reversed(log.splitlines()):
-        line = line.strip()
-        if not line.startswith("{"):
-            continue
-        try:
-            value = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(value, dict) and value.get("event") == "epoch":
-            return Progress(
-                epoch=_int(value.get("epoch")),
-                epochs=_int(value.get("epochs")),
-                loss=_float(value.get("loss")),
-                accuracy=_float(value.get("accuracy")),
-            )
-    return None
-
-
-def _int(value: Any) -> int | None:
-    return int(value) if isinstance(value, int | float) else None
-
-
-def _float(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) else None
+    return Progress(event.epoch, event.epochs, event.loss, event.accuracy)
 
 
 def _termination(pod: dict[str, Any]) -> tuple[str | None, str | None]:
@@ -199,7 +159,24 @@ def _termination(pod: dict[str, Any]) -> tuple[str | None, str | None]:
 
 
 def _newest(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return sorted(pods, key=lambda p: _get(p, "metadata", "creationTimestamp") or "", reverse=True)
+    """Worker 0 (the one that reports) before the other workers of a multi-worker Job, and
+    newest first among the pods of one worker (retries)."""
+
+    def key(pod: dict[str, Any]) -> tuple[int, str]:
+        index = str((_get(pod, "metadata", "labels") or {}).get(_INDEX_LABEL, "0"))
+        created = _get(pod, "metadata", "creationTimestamp") or ""
+        return -int(index) if index.isdigit() else 0, created
+
+    return sorted(pods, key=key, reverse=True)
+
+
+# The completion index of a pod of an Indexed (multi-worker) Job.
+_INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
+
+
+def _result_status(pod: dict[str, Any]) -> str | None:
+    result = parse_result(_termination(pod)[1])
+    return str(result["status"]) if result else None
 
 
 def diagnose_job(job: dict[str, Any], pods: list[dict[str, Any]]) -> JobOutcome:
@@ -213,6 +190,8 @@ def diagnose_job(job: dict[str, Any], pods: list[dict[str, Any]]) -> JobOutcome:
     ordered = _newest(pods)
     succeeded = true("Complete") or true("SuccessCriteriaMet")
     if succeeded is not None:
+        # Of several workers only the chief writes the result: its pod first.
+        ordered.sort(key=lambda pod: _result_status(pod) != "Succeeded")
         for pod in ordered:
             if _get(pod, "status", "phase") == "Succeeded":
                 _, message = _termination(pod)
@@ -228,6 +207,8 @@ def diagnose_job(job: dict[str, Any], pods: list[dict[str, Any]]) -> JobOutcome:
     if failed is not None:
         reason = failed.get("reason") or "JobFailed"
         message = failed.get("message") or "training Job failed"
+        # The worker that failed with its own reason, before those the Job then stopped.
+        ordered.sort(key=lambda pod: _result_status(pod) != "Failed")
         for pod in ordered:
             term_reason, term_message = _termination(pod)
             if term_reason is None and term_message is None:

@@ -65,6 +65,7 @@ KINDS: dict[str, Resource] = {
     "NetworkPolicy": Resource("networking.k8s.io/v1", "networkpolicies"),
     "Job": Resource("batch/v1", "jobs"),
     "HorizontalPodAutoscaler": Resource("autoscaling/v2", "horizontalpodautoscalers"),
+    "ScaledObject": Resource("keda.sh/v1alpha1", "scaledobjects"),
     "PodDisruptionBudget": Resource("policy/v1", "poddisruptionbudgets"),
     "ModelService": Resource(f"{GROUP}/{VERSION}", PLURAL),
     "Lease": Resource("coordination.k8s.io/v1", "leases"),
@@ -152,6 +153,16 @@ class Kube:
             raise
         return obj
 
+    async def serves(self, api_version: str, plural: str) -> bool:
+        """Whether the API serves ``plural`` in the group/version (discovery, not RBAC)."""
+        try:
+            found = await self._call("GET", f"/apis/{api_version}", expected=(404, 503))
+        except ApiError as exc:
+            if exc.status in (404, 503):  # 503: an aggregated API that is down
+                return False
+            raise
+        return any(r.get("name") == plural for r in found.get("resources") or [])
+
     async def list_objects(
         self, kind: str, namespace: str, labels: dict[str, str] | None = None
     ) -> list[dict[str, Any]]:
@@ -160,6 +171,13 @@ class Kube:
         if labels:
             query.append(("labelSelector", ",".join(f"{k}={v}" for k, v in labels.items())))
         result = await self._call("GET", KINDS[kind].path(namespace), query=query)
+        items: list[dict[str, Any]] = result.get("items") or []
+        return items
+
+    async def list_events(self, namespace: str, reason: str) -> list[dict[str, Any]]:
+        """Return the core/v1 Events about Pods in ``namespace`` with this ``reason``."""
+        query = [("fieldSelector", f"involvedObject.kind=Pod,reason={reason}")]
+        result = await self._call("GET", KINDS["Event"].path(namespace), query=query)
         items: list[dict[str, Any]] = result.get("items") or []
         return items
 

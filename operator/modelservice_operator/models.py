@@ -12,13 +12,20 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
+from modelservice_serving.contract import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_MAX_BATCH_SIZE,
+    DEFAULT_MAX_LATENCY_MS,
+)
+
 __all__ = [
     "AccessSpec",
     "AuthSpec",
+    "AutoscalerStatus",
+    "AutoscalingMetric",
     "AutoscalingSpec",
     "BatchingSpec",
     "Condition",
-    "CustomMetricSpec",
     "EnvVar",
     "GPUSpec",
     "ModelRef",
@@ -121,7 +128,7 @@ class TrainingSpec(PodSpecFields):
     dataset_credentials: SecretReference | None = None
     label_column: str | None = Field(None, max_length=253)
     epochs: int = Field(10, ge=1, le=10000)
-    batch_size: int = Field(32, ge=1, le=65536)
+    batch_size: int = Field(DEFAULT_BATCH_SIZE, ge=1, le=65536)
     learning_rate: float = Field(0.001, gt=0, le=10)
     hidden_units: list[int] = Field(default_factory=lambda: [128], min_length=1, max_length=16)
     validation_split: float | None = Field(None, ge=0, lt=1)
@@ -130,6 +137,10 @@ class TrainingSpec(PodSpecFields):
     backoff_limit: int = Field(2, ge=0, le=100)
     active_deadline_seconds: int | None = Field(None, ge=1)
     history_limit: int = Field(3, ge=1, le=100)
+    command: list[str] | None = Field(None, min_length=1, max_length=64)
+    args: list[str] | None = Field(None, max_length=256)
+    # None (not 1) by default: an unset field keeps the training hash of older specs.
+    workers: int | None = Field(None, ge=1, le=64)
 
     def identity(self) -> dict[str, Any]:
         """What makes a model version: the wire form less bookkeeping (``historyLimit``).
@@ -140,6 +151,19 @@ class TrainingSpec(PodSpecFields):
         wire = self.wire()
         wire.pop("historyLimit", None)
         return wire
+
+    @model_validator(mode="after")
+    def _own_code_needs_an_image(self) -> TrainingSpec:
+        if self.command is not None and self.image is None:
+            raise ValueError("spec.training.command needs spec.training.image")
+        if self.args is not None and self.command is None:
+            raise ValueError("spec.training.args needs spec.training.command")
+        return self
+
+    @property
+    def worker_count(self) -> int:
+        """Training processes: ``workers``, 1 when unset."""
+        return self.workers or 1
 
 
 class ModelRef(_Wire):
@@ -191,26 +215,36 @@ class QualityGateSpec(_Wire):
 class BatchingSpec(_Wire):
     """Server-side dynamic batching."""
 
-    max_batch_size: int = Field(32, ge=1, le=4096)
-    max_latency_ms: int = Field(5, ge=0, le=10000)
+    max_batch_size: int = Field(DEFAULT_MAX_BATCH_SIZE, ge=1, le=4096)
+    max_latency_ms: int = Field(DEFAULT_MAX_LATENCY_MS, ge=0, le=10000)
     max_queue: int | None = Field(None, ge=1, le=1000000)
 
 
-class CustomMetricSpec(_Wire):
-    """A per-pod metric served by a metrics adapter (HPA ``Pods`` metric)."""
-
-    name: str = Field(max_length=253)
-    target_average_value: Quantity
+AutoscalingMetric = Literal["concurrency", "queueDepth", "cpu"]
 
 
 class AutoscalingSpec(_Wire):
-    """HPA targets: CPU utilisation and optionally one per-pod custom metric."""
+    """What the predictor scales on: in-flight requests, queued rows or CPU.
 
-    target_cpu_utilization_percentage: int | None = Field(
+    ``metric`` defaults by hardware (see :meth:`ServingSpec.autoscaling_metric`) and ``target``
+    by batch size (see :meth:`ServingSpec.autoscaling_target`): both need the whole serving spec.
+    """
+
+    metric: AutoscalingMetric | None = None
+    target: float | None = Field(None, gt=0, le=100000)
+    target_cpu_utilization_percentage: int = Field(
         80, ge=1, le=1000, alias="targetCPUUtilizationPercentage"
     )
-    metric: CustomMetricSpec | None = None
     scale_down_stabilization_seconds: int | None = Field(None, ge=0, le=3600)
+
+    @model_validator(mode="after")
+    def _target_fits_metric(self) -> AutoscalingSpec:
+        if self.target is not None and self.metric == "cpu":
+            raise ValueError(
+                "spec.serving.autoscaling.target is for metric concurrency or queueDepth; "
+                "metric cpu takes targetCPUUtilizationPercentage"
+            )
+        return self
 
 
 class PodPeer(_Wire):
@@ -258,6 +292,32 @@ class ServingSpec(PodSpecFields):
     def effective_max_replicas(self) -> int:
         """``maxReplicas``, defaulting to ``minReplicas``."""
         return self.max_replicas if self.max_replicas is not None else self.min_replicas
+
+    @property
+    def uses_gpu(self) -> bool:
+        """Whether each predictor pod asks for at least one GPU."""
+        return self.gpu is not None and self.gpu.count > 0
+
+    @property
+    def autoscaling_metric(self) -> AutoscalingMetric:
+        """The metric asked for, else concurrency on GPUs (a batching server's CPU does not
+        follow its load there) and cpu without them."""
+        if self.autoscaling is not None and self.autoscaling.metric is not None:
+            return self.autoscaling.metric
+        return "concurrency" if self.uses_gpu else "cpu"
+
+    @property
+    def autoscaling_target(self) -> float:
+        """Per-pod target of concurrency or queueDepth: the one given, else ``maxBatchSize``
+        (one full batch in flight, or waiting, per pod before another pod is worth adding)."""
+        if self.autoscaling is not None and self.autoscaling.target is not None:
+            return self.autoscaling.target
+        return float((self.batching or BatchingSpec()).max_batch_size)
+
+    @property
+    def cpu_target_percent(self) -> int:
+        """Average CPU utilisation target of the HPA, percent of requests."""
+        return (self.autoscaling or AutoscalingSpec()).target_cpu_utilization_percentage
 
 
 class StorageSpec(_Wire):
@@ -334,6 +394,17 @@ class TrainingStatus(_StatusWire):
     accuracy: float | None = None
 
 
+class AutoscalerStatus(_StatusWire):
+    """Which object drives the predictor's replicas, on what, and why that one."""
+
+    kind: Literal["ScaledObject", "HorizontalPodAutoscaler"]
+    name: str
+    metric: AutoscalingMetric
+    target: str
+    reason: str
+    message: str
+
+
 class ServingStatus(_StatusWire):
     """The predictor's replicas and address."""
 
@@ -342,6 +413,7 @@ class ServingStatus(_StatusWire):
     ready_replicas: int | None = None
     ready: str | None = None
     url: str | None = None
+    autoscaler: AutoscalerStatus | None = None
 
 
 class Condition(_StatusWire):

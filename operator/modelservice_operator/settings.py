@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -91,6 +92,21 @@ class OperatorSettings(BaseSettings):
                 "need lease_retry_period_s < lease_renew_deadline_s < lease_duration_s"
             )
         return self
+
+    keda: Literal["auto", "off"] = Field(
+        "auto",
+        description="auto: use KEDA ScaledObjects when scaledobjects.keda.sh is served (needs "
+        "their RBAC); off: always the HorizontalPodAutoscaler.",
+    )
+    keda_namespace: str = Field(
+        "keda",
+        min_length=1,
+        description="Namespace of KEDA's operator, which scrapes the predictors' metrics port; "
+        "a predictor scaled by KEDA admits it in its NetworkPolicy.",
+    )
+    keda_check_interval_s: float = Field(
+        30.0, ge=0, description="Seconds a KEDA API discovery result is reused."
+    )
 
     @property
     def namespace_list(self) -> list[str]:

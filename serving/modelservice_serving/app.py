@@ -16,12 +16,14 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 
-from . import __version__, errors, protocol_v1, protocol_v2, routing
+from . import __version__, errors, openapi, payloads, protocol_v1, protocol_v2, routing
 from .access import BearerTokenMiddleware, read_token
 from .batching import DynamicBatcher
+from .contract import ServerFailure, server_failure_line
 from .fetch import ModelDownloadError, fetch_model
+from .grpc_server import GrpcListener
 from .metrics import RequestMetricsMiddleware, ServerMetrics
 from .model import ServedModel
 from .redact import redact_url
@@ -53,10 +55,8 @@ def load_model(settings: ServeSettings) -> ServedModel:
 def _failure_line(exc: Exception) -> str:
     """One line, ``Reason: message``, for the log and the termination message."""
     if isinstance(exc, ModelDownloadError):
-        text = f"ModelDownloadFailed: {exc}"
-    else:
-        text = f"ModelLoadFailed: {type(exc).__name__}: {exc}"
-    return " ".join(text.split())[:2000]
+        return server_failure_line(ServerFailure.MODEL_DOWNLOAD_FAILED, str(exc))
+    return server_failure_line(ServerFailure.MODEL_LOAD_FAILED, f"{type(exc).__name__}: {exc}")
 
 
 def _warm_up_sizes(max_batch_size: int) -> tuple[int, ...]:
@@ -119,6 +119,8 @@ def create_app(settings: ServeSettings, loader: ModelLoader = load_model) -> Fas
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        grpc_listener = GrpcListener(state)
+        await grpc_listener.start()
         loading = asyncio.create_task(_load(state, loader))
         try:
             yield
@@ -127,6 +129,7 @@ def create_app(settings: ServeSettings, loader: ModelLoader = load_model) -> Fas
             metrics.model_ready.set(0)
             if not loading.done():
                 loading.cancel()
+            await grpc_listener.stop(settings.graceful_timeout_s)
             if state.batcher is not None:
                 await state.batcher.stop()
 
@@ -146,19 +149,42 @@ def create_app(settings: ServeSettings, loader: ModelLoader = load_model) -> Fas
     app.include_router(protocol_v2.router)
     app.include_router(protocol_v1.router)
 
-    @app.get("/", tags=["health"], summary="Liveness (KServe)")
-    async def root() -> dict[str, str]:
-        return {"status": "alive"}
+    @app.get(
+        "/",
+        tags=["health"],
+        summary="Liveness (KServe)",
+        responses=openapi.responses(
+            ok={
+                "type": "object",
+                "required": ["status"],
+                "properties": {"status": {"type": "string"}},
+            }
+        ),
+    )
+    async def root() -> Response:
+        return payloads.json_response({"status": "alive"})
 
     if not settings.metrics_port:  # else served alone on its own port (server.py)
 
-        @app.get("/metrics", tags=["health"], summary="Prometheus metrics")
+        @app.get(
+            "/metrics",
+            tags=["health"],
+            summary="Prometheus metrics",
+            response_class=PlainTextResponse,
+            responses={
+                200: {
+                    "description": "Prometheus text exposition format 0.0.4",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                }
+            },
+        )
         async def prometheus(request: Request) -> Response:
             metrics.queue_depth.set(state.batcher.queued_rows if state.batcher else 0)
             body, content_type = metrics.exposition()
             return Response(body, media_type=content_type)
 
     routing.install(app)
+    openapi.install(app, settings.model_name, lambda: state.model)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
     if settings.auth_token_file is not None:
         # Outermost: a refused request reaches neither the metrics nor the routes.

@@ -1,9 +1,18 @@
-"""Dynamic batching: concurrent requests merged into one model call.
+"""Dynamic batching: concurrent requests merged into one model call, fairly.
 
 A batch is dispatched when it holds ``max_batch_size`` rows or when its oldest request has
 waited ``max_latency``. The model runs on one worker thread, so the event loop keeps
-accepting requests meanwhile; those pile up and go out together as the next batch. The queue
-is bounded in rows: a request that does not fit is refused at once (:class:`OverloadedError`).
+accepting requests meanwhile; those pile up and go out together as the next batch.
+
+A request larger than a batch is split: each batch shares its rows among the requests at the
+head of the queue (up to ``max_batch_size`` of them) by water-filling, so small requests go
+whole in the next batch while large ones advance a slice at a time, and a large client
+cannot starve small ones. No batch exceeds ``max_batch_size``.
+
+The queue is bounded in rows. Admission happens twice: :meth:`DynamicBatcher.reserve`
+before the body is read (from ``Content-Length`` and the bytes per row seen so far) and
+:meth:`DynamicBatcher.submit` with the real row count; either refuses at once with
+:class:`OverloadedError` (503, ``Retry-After``) instead of growing memory.
 """
 
 from __future__ import annotations
@@ -12,6 +21,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import math
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -26,13 +36,43 @@ log = logging.getLogger(__name__)
 PredictFn = Callable[[Tensors], Tensors]
 BatchObserver = Callable[[int], None]
 
+# Weight of the newest request in the running bytes-per-row estimate.
+_LEARNING_RATE = 0.2
 
-@dataclass
+
+@dataclass(eq=False)
 class _Pending:
     inputs: Tensors
     rows: int
     enqueued: float
     future: asyncio.Future[Tensors] = field(repr=False)
+    taken: int = 0  # rows handed to batches so far
+    pieces: list[Tensors] = field(default_factory=list, repr=False)
+    answered: int = 0  # rows whose outputs came back
+
+    @property
+    def remaining(self) -> int:
+        return self.rows - self.taken
+
+
+@dataclass(frozen=True)
+class _Slice:
+    pending: _Pending
+    start: int
+    stop: int
+
+
+class Reservation:
+    """Rows held for a request whose body is still being read; release once submitted."""
+
+    def __init__(self, batcher: DynamicBatcher, rows: int) -> None:
+        self._batcher = batcher
+        self.rows = rows
+
+    def release(self) -> None:
+        if self.rows:
+            self._batcher._reserved_rows -= self.rows
+            self.rows = 0
 
 
 class DynamicBatcher:
@@ -56,6 +96,8 @@ class DynamicBatcher:
         self._on_queue_depth = on_queue_depth
         self._pending: collections.deque[_Pending] = collections.deque()
         self._queued_rows = 0
+        self._reserved_rows = 0
+        self._bytes_per_row: float | None = None
         self._has_work = asyncio.Event()
         self._batch_full = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
@@ -78,13 +120,50 @@ class DynamicBatcher:
             await self._task
         self._executor.shutdown(wait=True)
 
+    def estimated_rows(self, body_bytes: int | None) -> int:
+        """Rows a body of ``body_bytes`` likely holds, from the requests seen so far (1 until
+        one was seen or without a length)."""
+        if body_bytes is None or self._bytes_per_row is None:
+            return 1
+        return max(1, math.floor(body_bytes / self._bytes_per_row))
+
+    def reserve(self, body_bytes: int | None) -> Reservation:
+        """Admits a request before its body is read, or refuses it (503) when the queue
+        cannot take the rows its ``Content-Length`` suggests."""
+        rows = self.estimated_rows(body_bytes)
+        held = self._queued_rows + self._reserved_rows
+        # A request estimated larger than the whole queue still gets in when it is empty:
+        # the estimate may be wrong, and submit() answers 413 if it really is too large.
+        if held and held + rows > self._room_for(rows):
+            raise OverloadedError(
+                f"server overloaded: {held} rows queued or arriving, this request ~{rows} "
+                f"(limit {self.max_queue_rows}); retry later"
+            )
+        self._reserved_rows += rows
+        return Reservation(self, rows)
+
+    def _room_for(self, rows: int) -> int:
+        """Queue rows a request may fill: one larger than a batch leaves the last batch's
+        worth free, so large requests cannot keep small ones out of a full queue."""
+        if rows > self.max_batch_size:
+            return self.max_queue_rows - self.max_batch_size
+        return self.max_queue_rows
+
+    def learn(self, body_bytes: int, rows: int) -> None:
+        """Updates the bytes-per-row estimate with one parsed request."""
+        observed = body_bytes / rows
+        previous = self._bytes_per_row
+        self._bytes_per_row = (
+            observed if previous is None else previous + _LEARNING_RATE * (observed - previous)
+        )
+
     async def submit(self, inputs: Tensors, rows: int) -> Tensors:
-        """Queues one request's rows and waits for its slice of a batch's outputs."""
+        """Queues one request's rows and waits for its outputs (of one or several batches)."""
         if rows > self.max_queue_rows:
             raise PayloadTooLargeError(
                 f"request has {rows} rows; at most {self.max_queue_rows} fit the queue"
             )
-        if self._queued_rows + rows > self.max_queue_rows:
+        if self._queued_rows and self._queued_rows + rows > self._room_for(rows):
             raise OverloadedError(
                 f"server overloaded: {self._queued_rows} rows queued (limit "
                 f"{self.max_queue_rows}); retry later"
@@ -117,22 +196,46 @@ class DynamicBatcher:
             batch = self._take_batch()
             if self._on_queue_depth is not None:
                 self._on_queue_depth(self._queued_rows)
-            await self._run(loop, batch)
+            if batch:
+                await self._run(loop, batch)
 
-    def _take_batch(self) -> list[_Pending]:
-        """The oldest requests up to ``max_batch_size`` rows (at least one request)."""
-        batch = [self._pending.popleft()]
-        rows = batch[0].rows
-        while self._pending and rows + self._pending[0].rows <= self.max_batch_size:
+    def _take_batch(self) -> list[_Slice]:
+        """Up to ``max_batch_size`` rows from the requests at the head of the queue.
+
+        The head requests (at most one per row of a batch) share the batch by
+        water-filling: each gets an equal share, a request that needs less gives the rest
+        to the others, and the oldest take the remainder. Requests that still have rows
+        keep their place at the head. Requests whose clients went away (or that failed)
+        are dropped before paying for the model.
+        """
+        capacity = self.max_batch_size
+        heads: list[_Pending] = []
+        demand = 0
+        while self._pending and len(heads) < capacity:
             item = self._pending.popleft()
-            rows += item.rows
-            batch.append(item)
-        self._queued_rows -= rows
+            if item.future.done():
+                self._queued_rows -= item.remaining
+                continue
+            heads.append(item)
+            demand += item.remaining
+        if demand <= capacity:  # the common case: everything fits whole
+            shares = [item.remaining for item in heads]
+        else:
+            shares = _water_fill([item.remaining for item in heads], capacity)
+        batch: list[_Slice] = []
+        unfinished: list[_Pending] = []
+        for item, share in zip(heads, shares, strict=True):
+            if share:
+                batch.append(_Slice(item, item.taken, item.taken + share))
+                item.taken += share
+                self._queued_rows -= share
+            if item.remaining:
+                unfinished.append(item)
+        self._pending.extendleft(reversed(unfinished))
         return batch
 
-    async def _run(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending]) -> None:
-        # Requests whose clients went away are dropped before paying for the model.
-        live = [item for item in batch if not item.future.done()]
+    async def _run(self, loop: asyncio.AbstractEventLoop, batch: list[_Slice]) -> None:
+        live = [piece for piece in batch if not piece.pending.future.done()]
         if not live:
             return
         try:
@@ -141,28 +244,66 @@ class DynamicBatcher:
             )
         except Exception as exc:
             log.exception("model call failed", extra={"requests": len(live)})
-            for item in live:
-                if not item.future.done():
-                    item.future.set_exception(exc)
+            for piece in live:
+                if not piece.pending.future.done():
+                    piece.pending.future.set_exception(exc)
             return
         if self._on_batch is not None:
-            self._on_batch(sum(item.rows for item in live))
-        for item, result in zip(live, outputs, strict=True):
-            if not item.future.done():
-                item.future.set_result(result)
+            self._on_batch(sum(piece.stop - piece.start for piece in live))
+        for piece, result in zip(live, outputs, strict=True):
+            pending = piece.pending
+            if pending.future.done():
+                continue
+            pending.pieces.append(result)
+            pending.answered += piece.stop - piece.start
+            if pending.answered == pending.rows:
+                pending.future.set_result(_joined(pending.pieces))
 
 
-def _predict_batch(predict: PredictFn, batch: list[_Pending]) -> list[Tensors]:
-    """On the model thread: concatenate, call the model once, split the outputs per request."""
-    if len(batch) == 1:
-        return [predict(batch[0].inputs)]
-    names = batch[0].inputs.keys()
-    merged = {name: np.concatenate([item.inputs[name] for item in batch]) for name in names}
+def _water_fill(demands: list[int], capacity: int) -> list[int]:
+    """Shares of ``capacity`` (less than the total demand): every request gets up to one
+    common level (the highest that fits), then one more row each for the oldest (first)
+    that want more, until the capacity is used."""
+    low, high = 0, max(demands)
+    while low < high:  # the highest level whose shares fit; demands and sizes are small
+        level = (low + high + 1) // 2
+        if sum(min(demand, level) for demand in demands) <= capacity:
+            low = level
+        else:
+            high = level - 1
+    shares = [min(demand, low) for demand in demands]
+    left = capacity - sum(shares)
+    for index, demand in enumerate(demands):
+        if not left:
+            break
+        if demand > shares[index]:
+            shares[index] += 1
+            left -= 1
+    return shares
+
+
+def _joined(pieces: list[Tensors]) -> Tensors:
+    if len(pieces) == 1:
+        return pieces[0]
+    return {name: np.concatenate([piece[name] for piece in pieces]) for name in pieces[0]}
+
+
+def _predict_batch(predict: PredictFn, batch: list[_Slice]) -> list[Tensors]:
+    """On the model thread: concatenate, call the model once, split the outputs per slice."""
+    if len(batch) == 1 and batch[0].start == 0 and batch[0].stop == batch[0].pending.rows:
+        return [predict(batch[0].pending.inputs)]
+    names = batch[0].pending.inputs.keys()
+    merged = {
+        name: np.concatenate(
+            [piece.pending.inputs[name][piece.start : piece.stop] for piece in batch]
+        )
+        for name in names
+    }
     outputs = predict(merged)
     results: list[Tensors] = []
     start = 0
-    for item in batch:
-        end = start + item.rows
+    for piece in batch:
+        end = start + piece.stop - piece.start
         results.append({name: value[start:end] for name, value in outputs.items()})
         start = end
     return results

@@ -15,6 +15,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,16 @@ class PayloadTooLargeError(ServingError):
     status_code = 413
 
 
+class ClientClosedRequestError(ServingError):
+    """The client went away before its request was read (499, nginx's code).
+
+    Nobody reads the answer; it is logged at debug level and counted as 499, not as a
+    server error.
+    """
+
+    status_code = 499
+
+
 class OverloadedError(ServingError):
     """The batching queue is full: shed load instead of growing memory (503)."""
 
@@ -79,7 +90,19 @@ def error_response(
 
 async def _serving_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ServingError)
+    if isinstance(exc, ClientClosedRequestError):
+        return _client_closed(request)
     return error_response(exc.status_code, exc.message, exc.headers)
+
+
+async def _client_disconnect(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ClientDisconnect)
+    return _client_closed(request)
+
+
+def _client_closed(request: Request) -> Response:
+    log.debug("499 client closed request", extra={"path": request.url.path})
+    return error_response(499, "client closed request")
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
@@ -103,6 +126,7 @@ async def _unexpected_error(request: Request, exc: Exception) -> Response:
 def install(app: FastAPI) -> None:
     """Registers the handlers: domain errors, FastAPI's validation, HTTP errors, bugs."""
     app.add_exception_handler(ServingError, _serving_error)
+    app.add_exception_handler(ClientDisconnect, _client_disconnect)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected_error)

@@ -1,5 +1,8 @@
 """Prometheus metrics: requests and latency by endpoint and status, batches, queue, load time.
 
+``modelservice_inflight_requests`` (inference requests received and not yet answered: queued
+for the model or running) is the autoscaling signal: KEDA scrapes it from every predictor pod.
+
 Each app gets its own registry, so several apps in one process (tests) do not collide.
 The request metrics come from a plain ASGI middleware: cheaper than ``BaseHTTPMiddleware``.
 """
@@ -44,9 +47,20 @@ class ServerMetrics:
         self.queue_depth = Gauge(
             "modelservice_queue_depth", "rows waiting for the model", registry=self.registry
         )
+        self.inflight_requests = Gauge(
+            "modelservice_inflight_requests",
+            "inference requests received and not yet answered (queued or running)",
+            registry=self.registry,
+        )
         self.model_load_seconds = Gauge(
             "modelservice_model_load_seconds",
             "time to load and warm up the model",
+            registry=self.registry,
+        )
+        self.connections_refused = Counter(
+            "modelservice_connections_refused",
+            "connections closed or requests refused by the connection guard, by reason",
+            ["reason"],
             registry=self.registry,
         )
         self.model_ready = Gauge(
@@ -57,8 +71,20 @@ class ServerMetrics:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
 
+# Inference is a POST to ``/v1/models/{name}:predict`` or ``/v2/models/{name}/infer`` (with
+# ``/versions/{v}`` or not).
+# The route is only known after routing, so the in-flight gauge goes by the path itself.
+INFERENCE_PATH_ENDS = (":predict", "/infer")
+
+
+def is_inference(scope: Scope) -> bool:
+    """Whether an HTTP request is an inference call (counted as in flight)."""
+    return bool(scope["method"] == "POST" and scope["path"].endswith(INFERENCE_PATH_ENDS))
+
+
 class RequestMetricsMiddleware:
-    """Counts and times every HTTP request under its route template (bounded labels)."""
+    """Counts and times every HTTP request under its route template (bounded labels), and
+    keeps the number of inference requests in flight."""
 
     def __init__(self, app: ASGIApp, metrics: ServerMetrics) -> None:
         self.app = app
@@ -71,6 +97,9 @@ class RequestMetricsMiddleware:
             return
         started = time.perf_counter()
         status = 500
+        inflight = self.metrics.inflight_requests if is_inference(scope) else None
+        if inflight is not None:
+            inflight.inc()
 
         async def send_with_status(message: Message) -> None:
             nonlocal status
@@ -81,6 +110,8 @@ class RequestMetricsMiddleware:
         try:
             await self.app(scope, receive, send_with_status)
         finally:
+            if inflight is not None:
+                inflight.dec()
             route = scope.get("route")
             endpoint = getattr(route, "path", None) or "unmatched"
             key = (scope["method"], endpoint, status)

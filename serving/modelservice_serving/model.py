@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+from .contract import datatype_of
 
 log = logging.getLogger(__name__)
 
@@ -32,23 +37,6 @@ DATATYPES: dict[str, type[np.generic]] = {
     "FP32": np.float32,
     "FP64": np.float64,
 }
-_DTYPE_NAMES = {
-    "bool": "BOOL",
-    "uint8": "UINT8",
-    "int8": "INT8",
-    "int16": "INT16",
-    "int32": "INT32",
-    "int64": "INT64",
-    "float16": "FP16",
-    "float32": "FP32",
-    "float64": "FP64",
-    "string": "BYTES",
-}
-
-
-def datatype_of(dtype_name: str) -> str:
-    """Open Inference Protocol datatype of a TensorFlow/NumPy dtype name."""
-    return _DTYPE_NAMES.get(dtype_name, dtype_name.upper())
 
 
 @dataclass(frozen=True)
@@ -86,7 +74,8 @@ class ServedModel:
     def load(cls, model_dir: Path, name: str, threads: int = 1) -> ServedModel:
         """Loads the SavedModel and reads its signature (and ``metadata.json`` when present)."""
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        import tensorflow as tf
+        with _without_keras():
+            import tensorflow as tf
 
         try:
             tf.config.threading.set_intra_op_parallelism_threads(threads)
@@ -133,6 +122,27 @@ class ServedModel:
         for rows in batch_sizes:
             self.predict(self.example_batch(rows))
         return time.perf_counter() - started
+
+
+@contextlib.contextmanager
+def _without_keras() -> Iterator[None]:
+    """A first ``import tensorflow`` that skips Keras, for the serving process.
+
+    TensorFlow imports ``keras.src.optimizers`` eagerly (and ignores an ImportError there):
+    in a fresh process that is most of Keras and SciPy, about 40% of the import's CPU time
+    and so of the server's cold start. Running an exported signature needs no Keras. When
+    TensorFlow or Keras is already imported (tests, training) nothing changes; afterwards
+    ``keras`` imports normally again.
+    """
+    if "tensorflow" in sys.modules or "keras" in sys.modules:
+        yield
+        return
+    sys.modules["keras"] = None  # type: ignore[assignment]  # makes `import keras` fail
+    try:
+        yield
+    finally:
+        if sys.modules.get("keras", ...) is None:
+            del sys.modules["keras"]
 
 
 def _spec(name: str, spec: Any) -> TensorSpec:

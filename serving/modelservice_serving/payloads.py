@@ -13,23 +13,38 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 from fastapi import Request
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
-from .errors import InvalidInputError, InvalidRequestError, PayloadTooLargeError
+from .errors import (
+    ClientClosedRequestError,
+    InvalidInputError,
+    InvalidRequestError,
+    PayloadTooLargeError,
+)
 from .model import DATATYPES, TensorSpec
 
 _NUMERIC_KINDS = frozenset("biuf")
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
 
 
-async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
-    """The body as a JSON object; 413 past ``limit`` bytes, 400 when not a JSON object."""
+def declared_length(request: Request) -> int | None:
+    """The body's ``Content-Length``, when it gives one."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit():
-        if int(declared) > limit:
-            raise PayloadTooLargeError(f"request body of {declared} bytes exceeds {limit} bytes")
-        body = await request.body()
-    else:  # chunked: count while reading, never buffer past the limit
+    return int(declared) if declared is not None and declared.isdigit() else None
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body; 413 past ``limit`` bytes, 499 when the client goes away mid-upload."""
+    declared = request.headers.get("content-length")
+    try:
+        if declared is not None and declared.isdigit():
+            if int(declared) > limit:
+                raise PayloadTooLargeError(
+                    f"request body of {declared} bytes exceeds {limit} bytes"
+                )
+            return await request.body()
+        # chunked: count while reading, never buffer past the limit
         chunks: list[bytes] = []
         size = 0
         async for chunk in request.stream():
@@ -37,7 +52,13 @@ async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
             if size > limit:
                 raise PayloadTooLargeError(f"request body exceeds {limit} bytes")
             chunks.append(chunk)
-        body = b"".join(chunks)
+        return b"".join(chunks)
+    except ClientDisconnect as exc:
+        raise ClientClosedRequestError("client closed request") from exc
+
+
+def parse_json_object(body: bytes) -> dict[str, Any]:
+    """``body`` as a JSON object; 400 naming the problem (syntax, UTF-8, not an object)."""
     if not body:
         raise InvalidRequestError("request body is empty; expected a JSON object")
     try:
@@ -49,22 +70,89 @@ async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
     return payload
 
 
-def to_array(values: Any, spec: TensorSpec, what: str) -> npt.NDArray[Any]:
-    """Nested JSON lists to an array of the signature's dtype; 422 naming what is wrong."""
+async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
+    """The body as a JSON object; 413 past ``limit`` bytes, 400 when not a JSON object."""
+    return parse_json_object(await read_body(request, limit))
+
+
+def may_hold_booleans(body: bytes) -> bool:
+    """False when the raw body has no ``true``/``false`` literal: then no tensor needs the
+    (Python-speed) scan for booleans mixed into numbers, which NumPy silently turns to 1/0."""
+    return b"true" in body or b"false" in body
+
+
+def to_array(
+    values: Any, spec: TensorSpec, what: str, *, booleans_possible: bool = True
+) -> npt.NDArray[Any]:
+    """Nested JSON lists to an array of the signature's dtype; 422 naming what is wrong.
+
+    Booleans are not numbers (nor numbers booleans), integers must be whole and in the
+    datatype's range, floats finite in it.
+    """
     try:
         raw = np.asarray(values)
-    except ValueError as exc:  # ragged nesting
-        raise InvalidInputError(f"{what} is not a rectangular array: {exc}") from exc
-    if raw.dtype.kind not in _NUMERIC_KINDS:
+    except (ValueError, TypeError, OverflowError) as exc:  # ragged, or nested past 64 dims
+        raise InvalidInputError(f"{what} is not a rectangular array of numbers: {exc}") from exc
+    kind = raw.dtype.kind
+    wants_bool = spec.datatype == "BOOL"
+    if kind not in _NUMERIC_KINDS:
         raise InvalidInputError(
-            f"{what} must hold numbers for {spec.datatype} input {spec.name!r}, got "
-            f"{_element_kind(raw)}"
+            f"{what} must hold {'booleans' if wants_bool else 'numbers'} for {spec.datatype} "
+            f"input {spec.name!r}, got {_element_kind(raw)}"
         )
+    if wants_bool != (kind == "b") or (
+        not wants_bool and booleans_possible and _holds_bool(values)
+    ):
+        expected = "booleans (true/false)" if wants_bool else "numbers, not booleans"
+        raise InvalidInputError(f"{what} must hold {expected} for {spec.datatype} input")
+    dtype = np.dtype(DATATYPES[spec.datatype])
+    if dtype.kind in "iu":
+        _check_integers(raw, dtype, what)
     with np.errstate(over="ignore", invalid="ignore"):  # out-of-range values are caught next
-        array = raw.astype(DATATYPES[spec.datatype], copy=False)
+        array = raw.astype(dtype, copy=False)
     if array.dtype.kind == "f" and not np.isfinite(array).all():
-        raise InvalidInputError(f"{what} holds non-finite numbers (NaN or infinity)")
+        raise InvalidInputError(
+            f"{what} holds non-finite numbers (NaN, infinity, or beyond {spec.datatype})"
+        )
     return array
+
+
+def declared_shape(shape: Any, spec: TensorSpec, what: str, max_elements: int) -> list[int]:
+    """Checks a V2 tensor's ``shape`` before its data is touched: sizes, the signature's
+    rank and fixed dimensions, at least one row, and no more elements than a body can
+    hold. Returns it; no array is allocated on the way."""
+    if isinstance(shape, list):
+        # JSON Schema counts 64.0 as an integer, so a client may send it; 64.5 is no size.
+        shape = [int(dim) if type(dim) is float and dim.is_integer() else dim for dim in shape]
+    # type() rather than isinstance(): a JSON true is a bool, an int subclass, not a size.
+    if not isinstance(shape, list) or not all(type(dim) is int and dim >= 0 for dim in shape):
+        raise InvalidRequestError(f"{what}: 'shape' must be an array of sizes (integers >= 0)")
+    expected = spec.shape
+    if len(shape) != len(expected) or any(
+        want not in (-1, got) for got, want in zip(shape, expected, strict=True)
+    ):
+        raise InvalidInputError(
+            f"{what} has shape {_preview(shape)}; input {spec.name!r} expects "
+            f"{list(expected)} (-1 = any)"
+        )
+    if shape[0] == 0:
+        raise InvalidInputError(f"{what} holds no rows")
+    count = math.prod(shape)
+    if count > max_elements:
+        raise InvalidInputError(
+            f"{what}: shape {_preview(shape)} has {count} elements; a request holds at most "
+            f"{max_elements}"
+        )
+    return shape
+
+
+def reshaped(array: npt.NDArray[Any], shape: list[int], what: str) -> npt.NDArray[Any]:
+    """``array`` in the declared ``shape`` (checked by :func:`declared_shape`)."""
+    if array.size != math.prod(shape):
+        raise InvalidInputError(
+            f"{what} has {array.size} values; shape {shape} needs {math.prod(shape)}"
+        )
+    return array.reshape(shape)
 
 
 def check_shape(array: npt.NDArray[Any], spec: TensorSpec, what: str) -> int:
@@ -81,15 +169,40 @@ def check_shape(array: npt.NDArray[Any], spec: TensorSpec, what: str) -> int:
     return int(array.shape[0])
 
 
+def _holds_bool(values: Any) -> bool:
+    if type(values) is bool:
+        return True
+    if isinstance(values, list):
+        return any(_holds_bool(item) for item in values)
+    return False
+
+
+def _check_integers(raw: npt.NDArray[Any], dtype: np.dtype[Any], what: str) -> None:
+    if raw.size == 0:
+        return
+    if raw.dtype.kind == "f":
+        with np.errstate(invalid="ignore"):
+            whole = bool(np.all(np.isfinite(raw)) and np.all(np.floor(raw) == raw))
+        if not whole:
+            raise InvalidInputError(f"{what} must hold whole numbers for {dtype.name.upper()}")
+    info = np.iinfo(dtype)
+    low, high = raw.min(), raw.max()
+    if low < info.min or high > info.max:
+        raise InvalidInputError(
+            f"{what} holds values outside {dtype.name} range [{info.min}, {info.max}]"
+        )
+
+
+def _preview(shape: list[int]) -> str:
+    """A shape for a message, cut short: rank 10,000 must not make a 50 KB error."""
+    return str(shape) if len(shape) <= 8 else f"{shape[:8]}... (rank {len(shape)})"
+
+
 def _shape_error(array: npt.NDArray[Any], spec: TensorSpec, what: str) -> InvalidInputError:
     return InvalidInputError(
         f"{what} has shape {list(array.shape)}; input {spec.name!r} expects "
         f"{list(spec.shape)} (-1 = any)"
     )
-
-
-def element_count(shape: list[int]) -> int:
-    return math.prod(shape)
 
 
 def json_response(payload: dict[str, Any], status_code: int = 200) -> Response:

@@ -14,7 +14,7 @@ import numpy.typing as npt
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from . import payloads
+from . import openapi, payloads
 from .errors import InvalidInputError, InvalidRequestError, ModelNotFoundError
 from .model import ServedModel, Tensors
 from .state import ServingState
@@ -25,10 +25,26 @@ PREDICT_BODY_SCHEMA: dict[str, Any] = {
     "type": "object",
     "description": "Row format (`instances`) or columnar format (`inputs`), one of the two.",
     "properties": {
-        "instances": {"type": "array", "items": {}, "example": [[0.0] * 64]},
+        "instances": {
+            "type": "array",
+            "minItems": 1,
+            "description": "rows: values of the single input, or objects {input_name: value}",
+            "items": {},
+            "example": [[0.0] * 64],
+        },
         "inputs": {"description": "a batch of the single input, or {input_name: batch}"},
         "signature_name": {"type": "string"},
     },
+    "oneOf": [{"required": ["instances"]}, {"required": ["inputs"]}],
+}
+PREDICT_RESPONSE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "`predictions` (one per row) for row format, `outputs` for columnar format",
+    "properties": {
+        "predictions": {"type": "array"},
+        "outputs": {"description": "the single output's batch, or {output_name: batch}"},
+    },
+    "oneOf": [{"required": ["predictions"]}, {"required": ["outputs"]}],
 }
 
 
@@ -37,12 +53,26 @@ def _state(request: Request) -> ServingState:
     return state
 
 
-@router.get("/v1/models", summary="List served models")
-async def list_models(request: Request) -> dict[str, list[str]]:
-    return {"models": [_state(request).settings.model_name]}
+@router.get(
+    "/v1/models",
+    summary="List served models",
+    responses=openapi.responses(
+        ok={
+            "type": "object",
+            "required": ["models"],
+            "properties": {"models": {"type": "array", "items": {"type": "string"}}},
+        }
+    ),
+)
+async def list_models(request: Request) -> Response:
+    return payloads.json_response({"models": [_state(request).settings.model_name]})
 
 
-@router.get("/v1/models/{name}", summary="Model status: 200 when ready, 503 before")
+@router.get(
+    "/v1/models/{name}",
+    summary="Model status: 200 when ready, 503 before",
+    responses=openapi.readiness(openapi.MODEL_READY_SCHEMA, 404),
+)
 async def model_status(name: str, request: Request) -> Response:
     state = _state(request)
     if name != state.settings.model_name:
@@ -53,12 +83,8 @@ async def model_status(name: str, request: Request) -> Response:
 @router.post(
     "/v1/models/{name}:predict",
     summary="Predict (row or columnar format)",
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": PREDICT_BODY_SCHEMA}},
-        }
-    },
+    openapi_extra=openapi.request_body(PREDICT_BODY_SCHEMA),
+    responses=openapi.responses(400, 404, 408, 413, 422, 431, 503, ok=PREDICT_RESPONSE_SCHEMA),
 )
 async def predict(name: str, request: Request) -> Response:
     return await serve_predict(request)
@@ -69,24 +95,42 @@ async def serve_predict(request: Request) -> Response:
     name: str = request.path_params["name"]
     state = _state(request)
     model, batcher = state.loaded_model(name)
-    payload = await payloads.read_json_object(request, state.settings.max_body_bytes)
+    # Admitted (or refused with 503) before the body is read, from its declared length.
+    reservation = batcher.reserve(payloads.declared_length(request))
+    try:
+        body = await payloads.read_body(request, state.settings.max_body_bytes)
+        payload = payloads.parse_json_object(body)
+        inputs, rows, row_format = _decode(model, payload, payloads.may_hold_booleans(body))
+        batcher.learn(len(body), rows)
+    finally:
+        reservation.release()
+    outputs = await batcher.submit(inputs, rows)
+    if row_format:
+        return payloads.json_response({"predictions": _as_rows(outputs)})
+    only = next(iter(outputs.values())) if len(outputs) == 1 else None
+    return payloads.json_response({"outputs": only if only is not None else outputs})
+
+
+def _decode(
+    model: ServedModel, payload: dict[str, Any], booleans_possible: bool
+) -> tuple[Tensors, int, bool]:
+    """The request's tensors, their batch size, and whether it came in row format."""
+    if "signature_name" in payload and not isinstance(payload["signature_name"], str):
+        raise InvalidRequestError("'signature_name' must be a string")
     if "instances" in payload:
         if "inputs" in payload:
             raise InvalidRequestError("send either 'instances' or 'inputs', not both")
-        inputs, rows = _from_instances(model, payload["instances"])
-        outputs = await batcher.submit(inputs, rows)
-        return payloads.json_response({"predictions": _as_rows(outputs)})
+        return (*_from_instances(model, payload["instances"], booleans_possible), True)
     if "inputs" in payload:
-        inputs, rows = _from_columns(model, payload["inputs"])
-        outputs = await batcher.submit(inputs, rows)
-        only = next(iter(outputs.values())) if len(outputs) == 1 else None
-        return payloads.json_response({"outputs": only if only is not None else outputs})
+        return (*_from_columns(model, payload["inputs"], booleans_possible), False)
     raise InvalidRequestError(
         "request needs 'instances' (row format) or 'inputs' (columnar format)"
     )
 
 
-def _from_instances(model: ServedModel, instances: Any) -> tuple[Tensors, int]:
+def _from_instances(
+    model: ServedModel, instances: Any, booleans_possible: bool
+) -> tuple[Tensors, int]:
     if not isinstance(instances, list) or not instances:
         raise InvalidRequestError("'instances' must be a non-empty array of rows")
     if isinstance(instances[0], dict):
@@ -99,32 +143,36 @@ def _from_instances(model: ServedModel, instances: Any) -> tuple[Tensors, int]:
                 )
             for input_name, value in instance.items():
                 columns[input_name].append(value)
-        return _checked(model, columns, "instances")
+        return _checked(model, columns, "instances", booleans_possible)
     if len(model.inputs) != 1:
         raise InvalidInputError(
             f"model has inputs {[spec.name for spec in model.inputs]}: send each instance as an "
             "object keyed by input name"
         )
-    return _checked(model, {model.inputs[0].name: instances}, "instances")
+    return _checked(model, {model.inputs[0].name: instances}, "instances", booleans_possible)
 
 
-def _from_columns(model: ServedModel, columns: Any) -> tuple[Tensors, int]:
+def _from_columns(model: ServedModel, columns: Any, booleans_possible: bool) -> tuple[Tensors, int]:
     if isinstance(columns, dict):
         expected = {spec.name for spec in model.inputs}
         if set(columns) != expected:
             raise InvalidInputError(f"'inputs' must name exactly the inputs {sorted(expected)}")
-        return _checked(model, columns, "inputs")
+        return _checked(model, columns, "inputs", booleans_possible)
     if len(model.inputs) != 1:
         raise InvalidInputError("'inputs' must be an object keyed by input name for this model")
-    return _checked(model, {model.inputs[0].name: columns}, "inputs")
+    return _checked(model, {model.inputs[0].name: columns}, "inputs", booleans_possible)
 
 
-def _checked(model: ServedModel, columns: dict[str, Any], field: str) -> tuple[Tensors, int]:
+def _checked(
+    model: ServedModel, columns: dict[str, Any], field: str, booleans_possible: bool
+) -> tuple[Tensors, int]:
     tensors: Tensors = {}
     rows: set[int] = set()
     for spec in model.inputs:
         what = f"'{field}'" if len(model.inputs) == 1 else f"'{field}' for {spec.name!r}"
-        array: npt.NDArray[Any] = payloads.to_array(columns[spec.name], spec, what)
+        array: npt.NDArray[Any] = payloads.to_array(
+            columns[spec.name], spec, what, booleans_possible=booleans_possible
+        )
         rows.add(payloads.check_shape(array, spec, what))
         tensors[spec.name] = array
     if len(rows) != 1:

@@ -7,12 +7,13 @@ are checked against the model's signature: names, datatypes and shapes.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from . import __version__, payloads
+from . import __version__, binary_http, openapi, payloads
 from .errors import InvalidInputError, InvalidRequestError, ModelNotFoundError
 from .model import ServedModel, Tensors
 from .state import ServingState
@@ -26,10 +27,20 @@ _TENSOR_SCHEMA: dict[str, Any] = {
     "required": ["name", "shape", "datatype", "data"],
     "properties": {
         "name": {"type": "string", "example": "inputs"},
-        "shape": {"type": "array", "items": {"type": "integer"}, "example": [1, 64]},
-        "datatype": {"type": "string", "example": "FP32"},
+        "shape": {
+            "type": "array",
+            "minItems": 1,
+            "items": {"type": "integer", "minimum": 0},
+            "example": [1, 64],
+        },
+        "datatype": {"type": "string", "enum": openapi.DATATYPES, "example": "FP32"},
         "parameters": {"type": "object"},
-        "data": {"type": "array", "items": {}, "example": [0.0] * 64},
+        "data": {
+            "type": "array",
+            "description": "row-major values, flat or nested as the shape",
+            "items": {},
+            "example": [0.0] * 64,
+        },
     },
 }
 INFER_BODY_SCHEMA: dict[str, Any] = {
@@ -38,11 +49,66 @@ INFER_BODY_SCHEMA: dict[str, Any] = {
     "properties": {
         "id": {"type": "string"},
         "parameters": {"type": "object"},
-        "inputs": {"type": "array", "items": _TENSOR_SCHEMA},
+        "inputs": {"type": "array", "minItems": 1, "items": _TENSOR_SCHEMA},
         "outputs": {
             "type": "array",
-            "items": {"type": "object", "properties": {"name": {"type": "string"}}},
+            "minItems": 1,
+            "description": "the outputs to return (all when absent)",
+            "items": {
+                "type": "object",
+                "required": ["name"],
+                "properties": {"name": {"type": "string"}, "parameters": {"type": "object"}},
+            },
         },
+    },
+}
+_OUTPUT_TENSOR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["name", "datatype", "shape", "data"],
+    "properties": {
+        "name": {"type": "string"},
+        "datatype": {"type": "string"},
+        "shape": {"type": "array", "items": {"type": "integer"}},
+        "data": {"type": "array", "items": {"type": "number"}},
+    },
+}
+INFER_RESPONSE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["model_name", "model_version", "outputs"],
+    "properties": {
+        "model_name": {"type": "string"},
+        "model_version": {"type": "string"},
+        "id": {"type": "string"},
+        "outputs": {"type": "array", "items": _OUTPUT_TENSOR_SCHEMA},
+    },
+}
+_TENSOR_METADATA_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["name", "datatype", "shape"],
+    "properties": {
+        "name": {"type": "string"},
+        "datatype": {"type": "string"},
+        "shape": {"type": "array", "items": {"type": "integer"}},
+    },
+}
+MODEL_METADATA_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["name", "versions", "platform", "inputs", "outputs"],
+    "properties": {
+        "name": {"type": "string"},
+        "versions": {"type": "array", "items": {"type": "string"}},
+        "platform": {"type": "string"},
+        "inputs": {"type": "array", "items": _TENSOR_METADATA_SCHEMA},
+        "outputs": {"type": "array", "items": _TENSOR_METADATA_SCHEMA},
+    },
+}
+SERVER_METADATA_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["name", "version", "extensions"],
+    "properties": {
+        "name": {"type": "string"},
+        "version": {"type": "string"},
+        "extensions": {"type": "array", "items": {"type": "string"}},
     },
 }
 
@@ -52,20 +118,34 @@ def _state(request: Request) -> ServingState:
     return state
 
 
-@router.get("/v2/health/live", summary="Liveness")
-async def live() -> dict[str, bool]:
-    return {"live": True}
+@router.get(
+    "/v2/health/live",
+    summary="Liveness",
+    responses=openapi.responses(
+        ok={"type": "object", "required": ["live"], "properties": {"live": {"type": "boolean"}}}
+    ),
+)
+async def live() -> Response:
+    return payloads.json_response({"live": True})
 
 
-@router.get("/v2/health/ready", summary="Readiness: model loaded and warmed, not draining")
+@router.get(
+    "/v2/health/ready",
+    summary="Readiness: model loaded and warmed, not draining",
+    responses=openapi.readiness(openapi.READY_SCHEMA),
+)
 async def ready(request: Request) -> Response:
     is_ready = _state(request).ready
     return payloads.json_response({"ready": is_ready}, 200 if is_ready else 503)
 
 
-@router.get("/v2", summary="Server metadata")
-async def server_metadata() -> dict[str, Any]:
-    return {"name": SERVER_NAME, "version": __version__, "extensions": []}
+@router.get(
+    "/v2", summary="Server metadata", responses=openapi.responses(ok=SERVER_METADATA_SCHEMA)
+)
+async def server_metadata() -> Response:
+    return payloads.json_response(
+        {"name": SERVER_NAME, "version": __version__, "extensions": [binary_http.EXTENSION]}
+    )
 
 
 def _model(request: Request, name: str, version: str | None) -> ServedModel:
@@ -75,22 +155,53 @@ def _model(request: Request, name: str, version: str | None) -> ServedModel:
     return model
 
 
-@router.get("/v2/models/{name}", summary="Model metadata")
-@router.get("/v2/models/{name}/versions/{version}", summary="Model metadata (one version)")
-async def model_metadata(name: str, request: Request, version: str | None = None) -> dict[str, Any]:
-    model = _model(request, name, version)
-    return {
-        "name": model.name,
-        "versions": [model.version],
-        "platform": "tensorflow_savedmodel",
-        "inputs": [spec.as_metadata() for spec in model.inputs],
-        "outputs": [spec.as_metadata() for spec in model.outputs],
-    }
+_METADATA_RESPONSES = openapi.responses(404, 503, ok=MODEL_METADATA_SCHEMA)
 
 
-@router.get("/v2/models/{name}/ready", summary="Model readiness")
-@router.get("/v2/models/{name}/versions/{version}/ready", summary="Model readiness (one version)")
-async def model_ready(name: str, request: Request, version: str | None = None) -> Response:
+@router.get("/v2/models/{name}", summary="Model metadata", responses=_METADATA_RESPONSES)
+async def model_metadata(request: Request, name: str) -> Response:
+    return _metadata(_model(request, name, None))
+
+
+@router.get(
+    "/v2/models/{name}/versions/{version}",
+    summary="Model metadata (one version)",
+    responses=_METADATA_RESPONSES,
+)
+async def model_version_metadata(request: Request, name: str, version: str) -> Response:
+    return _metadata(_model(request, name, version))
+
+
+def _metadata(model: ServedModel) -> Response:
+    return payloads.json_response(
+        {
+            "name": model.name,
+            "versions": [model.version],
+            "platform": "tensorflow_savedmodel",
+            "inputs": [spec.as_metadata() for spec in model.inputs],
+            "outputs": [spec.as_metadata() for spec in model.outputs],
+        }
+    )
+
+
+_READY_RESPONSES = openapi.readiness(openapi.MODEL_READY_SCHEMA, 404)
+
+
+@router.get("/v2/models/{name}/ready", summary="Model readiness", responses=_READY_RESPONSES)
+async def model_ready(request: Request, name: str) -> Response:
+    return _readiness(request, name, None)
+
+
+@router.get(
+    "/v2/models/{name}/versions/{version}/ready",
+    summary="Model readiness (one version)",
+    responses=_READY_RESPONSES,
+)
+async def model_version_ready(request: Request, name: str, version: str) -> Response:
+    return _readiness(request, name, version)
+
+
+def _readiness(request: Request, name: str, version: str | None) -> Response:
     state = _state(request)
     if name != state.settings.model_name:
         raise ModelNotFoundError(name)
@@ -99,21 +210,27 @@ async def model_ready(name: str, request: Request, version: str | None = None) -
     return payloads.json_response({"name": name, "ready": state.ready}, 200 if state.ready else 503)
 
 
-_INFER_OPENAPI = {
-    "requestBody": {
-        "required": True,
-        "content": {"application/json": {"schema": INFER_BODY_SCHEMA}},
-    }
-}
+_INFER_OPENAPI = openapi.request_body(INFER_BODY_SCHEMA)
+_INFER_RESPONSES = openapi.responses(400, 404, 408, 413, 422, 431, 503, ok=INFER_RESPONSE_SCHEMA)
 
 
-@router.post("/v2/models/{name}/infer", summary="Inference", openapi_extra=_INFER_OPENAPI)
+@router.post(
+    "/v2/models/{name}/infer",
+    summary="Inference",
+    openapi_extra=_INFER_OPENAPI,
+    responses=_INFER_RESPONSES,
+)
+async def infer(request: Request, name: str) -> Response:
+    return await serve_infer(request)
+
+
 @router.post(
     "/v2/models/{name}/versions/{version}/infer",
     summary="Inference (one version)",
     openapi_extra=_INFER_OPENAPI,
+    responses=_INFER_RESPONSES,
 )
-async def infer(name: str, request: Request, version: str | None = None) -> Response:
+async def infer_version(request: Request, name: str, version: str) -> Response:
     return await serve_infer(request)
 
 
@@ -123,19 +240,57 @@ async def serve_infer(request: Request) -> Response:
     version: str | None = request.path_params.get("version")
     state = _state(request)
     model = _model(request, name, version)
-    assert state.batcher is not None
-    payload = await payloads.read_json_object(request, state.settings.max_body_bytes)
-    inputs, rows = _decode_inputs(model, payload.get("inputs"))
-    wanted = _requested_outputs(model, payload.get("outputs"))
-    outputs = await state.batcher.submit(inputs, rows)
+    batcher = state.batcher
+    assert batcher is not None
+    # Admitted (or refused with 503) before the body is read, from its declared length.
+    reservation = batcher.reserve(payloads.declared_length(request))
+    try:
+        body = await payloads.read_body(request, state.settings.max_body_bytes)
+        declared = request.headers.get(binary_http.HEADER)
+        if declared is None:
+            payload = payloads.parse_json_object(body)
+            header, max_values = body, max_elements(state.settings.max_body_bytes)
+        else:  # the binary tensor extension: a JSON header, then raw bytes (1 or more a value)
+            payload = binary_http.parse_infer_body(body, declared)
+            header, max_values = body[: int(declared)], state.settings.max_body_bytes + 1
+        _check_envelope(payload)
+        binary_outputs = binary_http.binary_outputs(payload)
+        limits = _Limits(
+            max_elements=max_values, booleans_possible=payloads.may_hold_booleans(header)
+        )
+        inputs, rows = _decode_inputs(model, payload.get("inputs"), limits)
+        wanted = _requested_outputs(model, payload.get("outputs", _ALL_OUTPUTS))
+        batcher.learn(len(body), rows)
+    finally:
+        reservation.release()
+    outputs = await batcher.submit(inputs, rows)
     response: dict[str, Any] = {"model_name": model.name, "model_version": model.version}
     if "id" in payload:
         response["id"] = payload["id"]
     response["outputs"] = [_encode(model, name, outputs[name]) for name in wanted]
-    return payloads.json_response(response)
+    return binary_http.infer_response(response, binary_outputs)
 
 
-def _decode_inputs(model: ServedModel, inputs: Any) -> tuple[Tensors, int]:
+def max_elements(max_body_bytes: int) -> int:
+    """The most values a body of ``max_body_bytes`` can hold: each takes a digit and a comma."""
+    return max_body_bytes // 2 + 1
+
+
+@dataclass(frozen=True)
+class _Limits:
+    max_elements: int
+    booleans_possible: bool
+
+
+def _check_envelope(payload: dict[str, Any]) -> None:
+    """The request's own fields, typed as the protocol (and our OpenAPI) says."""
+    if "id" in payload and not isinstance(payload["id"], str):
+        raise InvalidRequestError("'id' must be a string")
+    if "parameters" in payload and not isinstance(payload["parameters"], dict):
+        raise InvalidRequestError("'parameters' must be an object")
+
+
+def _decode_inputs(model: ServedModel, inputs: Any, limits: _Limits) -> tuple[Tensors, int]:
     if not isinstance(inputs, list) or not inputs:
         raise InvalidRequestError("'inputs' must be a non-empty array of tensors")
     specs = {spec.name: spec for spec in model.inputs}
@@ -148,7 +303,11 @@ def _decode_inputs(model: ServedModel, inputs: Any) -> tuple[Tensors, int]:
         if missing:
             raise InvalidRequestError(f"inputs[{index}] lacks {', '.join(missing)}")
         name, shape, datatype = tensor["name"], tensor["shape"], tensor["datatype"]
-        spec = specs.get(name) if isinstance(name, str) else None
+        if not isinstance(name, str):
+            raise InvalidRequestError(f"inputs[{index}].name must be a string")
+        if "parameters" in tensor and not isinstance(tensor["parameters"], dict):
+            raise InvalidRequestError(f"inputs[{index}].parameters must be an object")
+        spec = specs.get(name)
         if spec is None:
             raise InvalidInputError(
                 f"inputs[{index}] names {name!r}; model inputs are {sorted(specs)}"
@@ -156,20 +315,18 @@ def _decode_inputs(model: ServedModel, inputs: Any) -> tuple[Tensors, int]:
         if name in tensors:
             raise InvalidInputError(f"input {name!r} is given twice")
         if datatype != spec.datatype:
+            given = repr(datatype)[:40]  # any JSON value: cut short
             raise InvalidInputError(
-                f"input {name!r} has datatype {datatype!r}; the model expects {spec.datatype!r}"
+                f"input {name!r} has datatype {given}; the model expects {spec.datatype!r}"
             )
-        if not isinstance(shape, list) or not _all_sizes(shape):
-            raise InvalidRequestError(f"input {name!r}: 'shape' must be an array of sizes")
         what = f"input {name!r}"
-        array = payloads.to_array(tensor["data"], spec, what)
-        if array.size != payloads.element_count(shape):
-            raise InvalidInputError(
-                f"input {name!r} has {array.size} values; shape {shape} needs "
-                f"{payloads.element_count(shape)}"
-            )
-        array = array.reshape(shape)
-        rows.add(payloads.check_shape(array, spec, what))
+        # Everything the shape says is checked before the data is converted.
+        shape = payloads.declared_shape(shape, spec, what, limits.max_elements)
+        array = payloads.to_array(
+            tensor["data"], spec, what, booleans_possible=limits.booleans_possible
+        )
+        array = payloads.reshaped(array, shape, what)
+        rows.add(shape[0])
         tensors[name] = array
     absent = sorted(set(specs) - set(tensors))
     if absent:
@@ -179,23 +336,32 @@ def _decode_inputs(model: ServedModel, inputs: Any) -> tuple[Tensors, int]:
     return tensors, rows.pop()
 
 
-def _all_sizes(shape: list[Any]) -> bool:
-    # type() rather than isinstance(): a JSON true is a bool, an int subclass, not a size.
-    return all(type(dim) is int and dim >= 0 for dim in shape)
+_ALL_OUTPUTS = object()
 
 
 def _requested_outputs(model: ServedModel, requested: Any) -> list[str]:
     names = [spec.name for spec in model.outputs]
-    if requested is None:
+    if requested is _ALL_OUTPUTS:  # absent; an explicit null is no array and is refused
         return names
-    if not isinstance(requested, list) or not all(
-        isinstance(item, dict) and isinstance(item.get("name"), str) for item in requested
+    if (
+        not isinstance(requested, list)
+        or not requested
+        or not all(
+            isinstance(item, dict)
+            and isinstance(item.get("name"), str)
+            and isinstance(item.get("parameters", {}), dict)
+            for item in requested
+        )
     ):
-        raise InvalidRequestError("'outputs' must be an array of objects with a 'name'")
+        raise InvalidRequestError(
+            "'outputs' must be a non-empty array of objects with a 'name' (omit it for all outputs)"
+        )
     wanted = [item["name"] for item in requested]
     unknown = sorted(set(wanted) - set(names))
     if unknown:
         raise InvalidInputError(f"unknown outputs {unknown}; model outputs are {names}")
+    if len(set(wanted)) != len(wanted):
+        raise InvalidInputError(f"outputs {wanted} name an output twice")
     return wanted
 
 

@@ -9,17 +9,20 @@ batching queue and exits 0.
 from __future__ import annotations
 
 import logging
+import resource
 import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import prometheus_client
 import uvicorn
 
 from . import logs
 from .app import create_app, serving_state
+from .connections import ConnectionLimits, guarded_protocol
 from .settings import ServeSettings
 from .state import ServingState
 
@@ -60,21 +63,67 @@ class DrainingServer(uvicorn.Server):
         return await super().on_tick(counter)
 
 
+# File descriptors kept for everything but client connections (model files, the listening
+# socket, the event loop, TensorFlow's threads).
+RESERVED_FDS = 64
+
+
+def connection_cap(max_connections: int) -> int:
+    """``max_connections``, lowered to fit the open-file limit (raised to its hard limit
+    first): a server out of descriptors cannot even answer its health probe."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    if soft == resource.RLIM_INFINITY:
+        return max_connections
+    cap = max(1, min(max_connections, soft - RESERVED_FDS))
+    if cap < max_connections:
+        log.warning(
+            "connection cap lowered to fit the open-file limit",
+            extra={"max_connections": max_connections, "cap": cap, "nofile": soft},
+        )
+    return cap
+
+
+def protocol_options(settings: ServeSettings, state: ServingState) -> dict[str, Any]:
+    """uvicorn settings that bound what clients can hold: the guarded protocol, keep-alive."""
+    limits = ConnectionLimits(
+        max_header_bytes=settings.max_header_bytes,
+        header_timeout_s=settings.header_timeout_s,
+        body_timeout_s=settings.body_timeout_s,
+        max_connections=connection_cap(settings.max_connections),
+        max_in_flight=settings.max_in_flight,
+        on_reject=lambda reason: state.metrics.connections_refused.labels(reason).inc(),
+    )
+    return {
+        "http": guarded_protocol(limits),
+        "timeout_keep_alive": settings.keep_alive_timeout_s,
+        # Not uvicorn's limit_concurrency: it counts idle connections and would answer 503
+        # to everyone while slow sockets are open; the guarded protocol does both caps.
+        "limit_concurrency": None,
+    }
+
+
 def build_server(settings: ServeSettings) -> DrainingServer:
     app = create_app(settings)
+    state = serving_state(app)
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
         lifespan="on",
+        **protocol_options(settings, state),
         access_log=settings.access_log,
         log_config=logs.uvicorn_log_config(settings.log_level),
         timeout_graceful_shutdown=int(settings.graceful_timeout_s),
         server_header=False,
     )
-    return DrainingServer(config, serving_state(app), settings.drain_delay_s)
+    return DrainingServer(config, state, settings.drain_delay_s)
 
 
 def _write_termination_log(path: Path | None, line: str) -> None:

@@ -14,6 +14,8 @@ from typing import Annotated, Any, TypeVar
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from . import contract
+
 ENV_PREFIX = "MSO_"
 
 
@@ -29,7 +31,7 @@ class TrainSettings(_Settings):
     )
     label_column: str = Field("label", description="label column (CSV) or array (NPZ)")
     epochs: int = Field(5, ge=1, description="training epochs")
-    batch_size: int = Field(32, ge=1, description="batch size per replica")
+    batch_size: int = Field(contract.DEFAULT_BATCH_SIZE, ge=1, description="batch size per replica")
     learning_rate: float = Field(0.001, gt=0, description="Adam learning rate")
     hidden_units: Annotated[tuple[int, ...], NoDecode] = Field(
         (128, 128), description="units of the hidden Dense layers, comma separated"
@@ -40,7 +42,7 @@ class TrainSettings(_Settings):
     output: Path = Field(description="the new version directory to write the model into")
     version: int | None = Field(None, description="model version (default: from DIR's vN name)")
     termination_log: Path = Field(
-        Path("/dev/termination-log"), description="where the result JSON is written"
+        Path(contract.TERMINATION_LOG), description="where the result JSON is written"
     )
     download_timeout_s: float = Field(
         600.0, gt=0, description="total deadline of the dataset download, redirects included"
@@ -107,11 +109,39 @@ class ServeSettings(_Settings):
     )
     model_name: str = Field("model", description="the name clients address the model by")
     host: str = Field("0.0.0.0", description="address to bind")
-    port: int = Field(8080, ge=0, le=65535, description="port to bind")
-    max_batch_size: int = Field(32, ge=1, description="most rows merged into one model call")
-    max_latency_ms: float = Field(5.0, ge=0, description="longest wait to fill a batch")
+    port: int = Field(contract.HTTP_PORT, ge=0, le=65535, description="port to bind")
+    grpc_port: int = Field(
+        8081, ge=0, le=65535, description="gRPC port (Open Inference Protocol); 0 = any free"
+    )
+    max_batch_size: int = Field(
+        contract.DEFAULT_MAX_BATCH_SIZE, ge=1, description="most rows merged into one model call"
+    )
+    max_latency_ms: float = Field(
+        float(contract.DEFAULT_MAX_LATENCY_MS), ge=0, description="longest wait to fill a batch"
+    )
     max_queue: int = Field(1024, ge=1, description="most rows waiting; beyond that 503")
     max_body_bytes: int = Field(1 << 20, ge=1, description="largest request body; beyond 413")
+    max_header_bytes: int = Field(
+        16384, ge=1024, description="largest request line plus headers; beyond that 431"
+    )
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="a request's line and headers must arrive within this; else 408"
+    )
+    body_timeout_s: float = Field(
+        30.0, gt=0, description="a request's body must arrive within this after its head"
+    )
+    keep_alive_timeout_s: float = Field(
+        5.0, gt=0, description="an idle keep-alive connection is closed after this"
+    )
+    max_connections: int = Field(
+        1024,
+        ge=1,
+        description="open connections; beyond that the longest-idle one is closed (or 503); "
+        "capped by the open-file limit",
+    )
+    max_in_flight: int = Field(
+        256, ge=1, description="requests being read or answered; beyond that 503 at once"
+    )
     graceful_timeout_s: float = Field(30.0, ge=0, description="time for in-flight requests")
     drain_delay_s: float = Field(
         0.0, ge=0, description="after SIGTERM, serve this long with readiness false"

@@ -19,6 +19,7 @@ class ServingState:
     batcher: DynamicBatcher | None = None
     draining: bool = False
     load_error: str | None = field(default=None)
+    grpc_port: int | None = None  # bound once the gRPC listener has started
 
     @property
     def ready(self) -> bool:

@@ -10,6 +10,11 @@
 # the control plane; metrics-server: its own module) are built only with
 # --real-node, so a kwok-only cluster never pays for them.
 #
+# The autoscalers (KEDA's operator and metrics API server, Karpenter's kwok
+# provider) are built only with --autoscalers. Their versions are stamped in
+# files beside the binaries (like metrics-server), so a new version rebuilds
+# only that part and never the control plane.
+#
 # Prints the binary folder on its last line of stdout.
 # Binaries found in $KUBEBUILDER_ASSETS (envtest's convention) are used
 # instead of building them.
@@ -25,7 +30,14 @@ out="$cache_root/cluster/$key"
 bin="$out/bin"
 mkdir -p "$bin"
 real_node=false
-[ "${1:-}" = "--real-node" ] && real_node=true
+autoscalers=false
+for arg in "$@"; do
+  case $arg in
+    --real-node) real_node=true ;;
+    --autoscalers) autoscalers=true ;;
+    *) echo "usage: $0 [--real-node] [--autoscalers]" >&2; exit 2 ;;
+  esac
+done
 log() { echo "[build-binaries] $*" >&2; }
 
 have() { [ -x "$bin/$1" ]; }
@@ -151,10 +163,73 @@ build_crictl() {
   echo "$CRICTL_VERSION" > "$bin/crictl.version"
 }
 
+stamped() { have "$1" && [ "$(cat "$bin/$1.version" 2>/dev/null)" = "$2" ]; }
+
+build_keda() {
+  # keda (operator) and keda-adapter (the metrics API server behind
+  # external.metrics.k8s.io); the admission webhooks are not needed. The CRDs
+  # and the adapter's manifests come from the same module (keda-config/).
+  stamped keda "$KEDA_VERSION" && stamped keda-adapter "$KEDA_VERSION" && [ -d "$out/keda-config" ] && return 0
+  log "building keda ${KEDA_VERSION} (cold: about 15 min on 2 cores)"
+  local mod="$out/src/keda" v=github.com/kedacore/keda/v2/version
+  mkdir -p "$mod"
+  local gomod
+  gomod=$(cd "$mod" && go mod download -json "github.com/kedacore/keda/v2@${KEDA_VERSION}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')
+  {
+    echo "module local/cluster-binaries/keda"
+    echo
+    grep -E '^go [0-9]' "$gomod"
+    echo
+    echo "require github.com/kedacore/keda/v2 ${KEDA_VERSION}"
+    echo
+    # A replace in KEDA's own go.mod (a pre-release it needs) applies only
+    # there: copy it, or the build resolves the wrong version.
+    grep -E '^replace ' "$gomod" || true
+    echo
+    echo "tool ("
+    echo "  github.com/kedacore/keda/v2/cmd/operator"
+    echo "  github.com/kedacore/keda/v2/cmd/adapter"
+    echo ")"
+  } > "$mod/go.mod"
+  (cd "$mod" && go mod tidy >&2)
+  local ld="-s -w -X $v.Version=${KEDA_VERSION#v} -X $v.GitCommit=${KEDA_VERSION}"
+  (cd "$mod" && go build -trimpath -ldflags "$ld" -o "$bin/keda" github.com/kedacore/keda/v2/cmd/operator \
+    && go build -trimpath -ldflags "$ld" -o "$bin/keda-adapter" github.com/kedacore/keda/v2/cmd/adapter)
+  local src
+  src=$(cd "$mod" && go list -m -f '{{.Dir}}' github.com/kedacore/keda/v2)
+  rm -rf "$out/keda-config"
+  cp -r "$src/config" "$out/keda-config"
+  chmod -R u+w "$out/keda-config"
+  echo "$KEDA_VERSION" > "$bin/keda.version"
+  echo "$KEDA_VERSION" > "$bin/keda-adapter.version"
+}
+
+build_karpenter() {
+  # Karpenter with its kwok cloud provider: NodeClaims become kwok nodes
+  # (label kwok.x-k8s.io/node=fake), which the local kwok then runs.
+  stamped karpenter-kwok "$KARPENTER_VERSION" && [ -d "$out/karpenter-crds" ] && return 0
+  log "building karpenter (kwok provider) ${KARPENTER_VERSION} (cold: about 4 min)"
+  local mod="$out/src/karpenter"
+  mkdir -p "$mod"
+  (cd "$mod" && { [ -f go.mod ] || go mod init local/cluster-binaries/karpenter >&2; } \
+    && go get "sigs.k8s.io/karpenter@${KARPENTER_VERSION}" >&2 \
+    && go build -trimpath -ldflags "-s -w -X sigs.k8s.io/karpenter/pkg/operator.Version=${KARPENTER_VERSION}" \
+       -o "$bin/karpenter-kwok" sigs.k8s.io/karpenter/kwok)
+  local src
+  src=$(cd "$mod" && go list -m -f '{{.Dir}}' sigs.k8s.io/karpenter)
+  rm -rf "$out/karpenter-crds"
+  mkdir -p "$out/karpenter-crds"
+  cp "$src"/kwok/charts/crds/*.yaml "$src"/kwok/apis/crds/*.yaml "$out/karpenter-crds/"
+  chmod -R u+w "$out/karpenter-crds"
+  echo "$KARPENTER_VERSION" > "$bin/karpenter-kwok.version"
+}
+
 build_etcd
 build_helm
 build_kwok
 build_kubernetes
 $real_node && build_metrics_server
 $real_node && build_crictl
+$autoscalers && build_karpenter
+$autoscalers && build_keda
 echo "$bin"

@@ -11,12 +11,14 @@ never fight; the real node is one per machine and goes to the first cluster.
 
 Commands:
     up        start the cluster, or reuse a healthy running one (idempotent)
+    autoscalers  start KEDA and Karpenter (those built) in the running cluster
     down      stop every process ``up`` started and remove ``.cluster/``
     nodes     show the nodes with their GPU capacity
     status    exit 0 when the cluster is healthy
     load-image IMAGE...  copy Docker images into the real node's containerd
 
-``MSO_REAL_NODE=0`` starts simulated nodes only.
+``MSO_REAL_NODE=0`` starts simulated nodes only. KEDA and Karpenter's kwok provider
+(``autoscalers.py``) run too unless ``MSO_AUTOSCALERS=0``.
 
 With ``MSO_USE_EXISTING_CLUSTER=true`` and ``KUBECONFIG`` naming a cluster
 (kind, k3d, a real one), ``up`` only checks that cluster and links its
@@ -43,6 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import autoscalers
 import realnode
 
 REPO = Path(__file__).resolve().parents[2]
@@ -87,9 +90,10 @@ def run(*args: str | Path, **kwargs: object) -> subprocess.CompletedProcess[str]
 # ---------------------------------------------------------------- binaries
 
 
-def build_binaries(real_node: bool = False) -> Path:
+def build_binaries(real_node: bool = False, with_autoscalers: bool = False) -> Path:
     """Build (or find in the cache) the pinned binaries; return their folder."""
     extra = ["--real-node"] if real_node else []
+    extra += ["--autoscalers"] if with_autoscalers else []
     result = run("bash", HERE / "build-binaries.sh", *extra, stdout=subprocess.PIPE)
     return Path(result.stdout.strip().splitlines()[-1])
 
@@ -157,7 +161,6 @@ def make_pki(pki: Path, node_ip: str | None = None) -> None:
         sign(pki, "kube-proxy", "/CN=system:kube-proxy", client)
         # The API server reaches kubelets (logs, exec) and aggregated APIs with these.
         sign(pki, "apiserver-kubelet-client", "/O=system:masters/CN=kube-apiserver", client)
-        sign(pki, "front-proxy-client", "/CN=front-proxy-client", client)
         sign(
             pki,
             "metrics-server",
@@ -165,6 +168,8 @@ def make_pki(pki: Path, node_ip: str | None = None) -> None:
             f"subjectAltName=IP:{node_ip},DNS:metrics-server.kube-system.svc"
             "\nextendedKeyUsage=serverAuth,clientAuth",
         )
+    # Aggregated APIs (metrics-server, KEDA's metrics API server) get requests through this.
+    sign(pki, "front-proxy-client", "/CN=front-proxy-client", "extendedKeyUsage=clientAuth")
     openssl("genrsa", "-out", pki / "sa.key", "2048")
     openssl("rsa", "-in", pki / "sa.key", "-pubout", "-out", pki / "sa.pub")
 
@@ -298,9 +303,10 @@ def healthy(state: dict[str, object]) -> bool:
     if state.get("external"):
         return kubectl_ok(Path(str(state["kubeconfig"])))
     pids = dict(state.get("pids", {}))  # type: ignore[call-overload]
-    node = state.get("real_node")
-    if isinstance(node, dict):
-        pids.update(node.get("pids", {}))
+    for part in ("real_node", "autoscalers"):
+        node = state.get(part)
+        if isinstance(node, dict):
+            pids.update(node.get("pids", {}))
     if not all(alive(int(pid)) for pid in pids.values()):
         return False
     try:
@@ -344,9 +350,11 @@ def up() -> None:
     reason = realnode.unavailable_reason(STATE_DIR)
     if reason:
         log(f"no real node: {reason}; the simulated nodes work without it")
-    bins = build_binaries(real_node=reason is None)
+    bins = build_binaries(real_node=reason is None, with_autoscalers=autoscalers.wanted())
     log(f"binaries: {bins}")
     start_cluster(bins, None if reason else realnode.host_ip(), reason)
+    if autoscalers.wanted():
+        start_autoscalers(bins)
     log(
         f"cluster ready in {time.monotonic() - started:.1f}s; "
         f"export KUBECONFIG={STATE_DIR / 'kubeconfig'}"
@@ -545,6 +553,21 @@ def start_cluster(bins: Path, node_ip: str | None, no_node_reason: str | None) -
         start_real_node(bins, node_ip, node_port_map, kubectl, state, save)
 
 
+def aggregation_flags(pki: Path) -> list[str]:
+    """API aggregation (metrics.k8s.io, external.metrics.k8s.io from host processes)."""
+    return [
+        f"--requestheader-client-ca-file={pki / 'ca.crt'}",
+        "--requestheader-allowed-names=front-proxy-client",
+        "--requestheader-username-headers=X-Remote-User",
+        "--requestheader-group-headers=X-Remote-Group",
+        "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+        f"--proxy-client-cert-file={pki / 'front-proxy-client.crt'}",
+        f"--proxy-client-key-file={pki / 'front-proxy-client.key'}",
+        # Straight to the endpoint: the servers are host processes, not behind kube-proxy.
+        "--enable-aggregator-routing=true",
+    ]
+
+
 def apiserver_node_flags(pki: Path, node_ip: str | None) -> list[str]:
     """Flags that differ with a real node: reachable by pods, kubelets and aggregated APIs."""
     if not node_ip:
@@ -552,6 +575,7 @@ def apiserver_node_flags(pki: Path, node_ip: str | None) -> list[str]:
             "--bind-address=127.0.0.1",
             "--advertise-address=127.0.0.1",
             "--endpoint-reconciler-type=none",
+            *aggregation_flags(pki),
         ]
     return [
         # Pods reach the API server through the `kubernetes` Service, whose endpoint the
@@ -562,16 +586,7 @@ def apiserver_node_flags(pki: Path, node_ip: str | None) -> list[str]:
         f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
         f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
         "--kubelet-preferred-address-types=InternalIP,Hostname",
-        # API aggregation (metrics.k8s.io from metrics-server).
-        f"--requestheader-client-ca-file={pki / 'ca.crt'}",
-        "--requestheader-allowed-names=front-proxy-client",
-        "--requestheader-username-headers=X-Remote-User",
-        "--requestheader-group-headers=X-Remote-Group",
-        "--requestheader-extra-headers-prefix=X-Remote-Extra-",
-        f"--proxy-client-cert-file={pki / 'front-proxy-client.crt'}",
-        f"--proxy-client-key-file={pki / 'front-proxy-client.key'}",
-        # Straight to the endpoint: metrics-server is a host process, not behind kube-proxy.
-        "--enable-aggregator-routing=true",
+        *aggregation_flags(pki),
     ]
 
 
@@ -639,6 +654,63 @@ def start_real_node(
         save()
         return
     node["ready_s"] = round(time.monotonic() - started, 1)
+    save()
+
+
+def start_autoscalers(bins: Path) -> None:
+    """Start KEDA and Karpenter where built and not running; one that fails is stopped and
+    reported, and the cluster carries on without it."""
+    state = load_state()
+    assert state is not None
+    record = state.setdefault("autoscalers", {"pids": {}})
+    assert isinstance(record, dict)
+    pids: dict[str, int] = record.setdefault("pids", {})
+    ports: dict[str, int] = record.setdefault("ports", {})
+    for name in autoscalers.PORT_NAMES:
+        ports.setdefault(name, free_port())
+    unavailable: dict[str, str] = {}
+
+    def save() -> None:
+        if unavailable:
+            state["autoscalers_unavailable"] = "; ".join(
+                f"{k}: {v}" for k, v in unavailable.items()
+            )
+        else:
+            state.pop("autoscalers_unavailable", None)
+        (STATE_DIR / "state.json").write_text(json.dumps(state, indent=2))
+
+    node = state.get("real_node")
+    ip = str(node["ip"]) if isinstance(node, dict) else realnode.host_ip()
+    kubectl = [str(bins / "kubectl"), "--kubeconfig", str(STATE_DIR / "kubeconfig")]
+    for part in autoscalers.PARTS:
+        names = {"keda": ("keda", "keda-adapter"), "karpenter": ("karpenter",)}[part]
+        if all(n in pids and alive(int(pids[n])) for n in names):
+            continue
+        started = time.monotonic()
+        try:
+            if not autoscalers.built(bins, part):
+                raise RuntimeError(f"not built in {bins} (build-binaries.sh --autoscalers)")
+            if part == "keda":
+                if ip is None:
+                    raise RuntimeError("no non-loopback address for KEDA's metrics API server")
+                autoscalers.start_keda(
+                    STATE_DIR, bins, ip, ports, pids, kubectl, start, wait_until, sign
+                )
+            else:
+                autoscalers.start_karpenter(
+                    STATE_DIR, bins, ports, pids, kubectl, NODES, start, wait_until
+                )
+        except (SystemExit, Exception) as error:
+            unavailable[part] = f"it failed to start ({error}); logs in {STATE_DIR / 'logs'}"
+            log(f"no {part}: {unavailable[part]}")
+            for name in names:
+                if name in pids:
+                    stop(name, int(pids.pop(name)))
+            save()
+            continue
+        record[f"{part}_ready_s"] = round(time.monotonic() - started, 1)
+        log(f"{part} ready in {record[f'{part}_ready_s']}s")
+        save()
     save()
 
 
@@ -710,6 +782,10 @@ def cluster_objects() -> str:
 def down() -> None:
     state = load_state()
     if state and not state.get("external"):
+        extra = state.get("autoscalers")
+        if isinstance(extra, dict):
+            for name, pid in reversed(list(dict(extra.get("pids", {})).items())):
+                stop(name, int(pid))
         node = state.get("real_node")
         if isinstance(node, dict):
             bins = Path(str(state.get("bin", "")))
@@ -759,7 +835,9 @@ def nodes() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("command", choices=["up", "down", "nodes", "status", "load-image"])
+    parser.add_argument(
+        "command", choices=["up", "down", "nodes", "status", "load-image", "autoscalers"]
+    )
     parser.add_argument("images", nargs="*", help="for load-image: Docker image names")
     parsed = parser.parse_args()
     command = parsed.command
@@ -771,6 +849,12 @@ def main() -> None:
             realnode.load_image(image)
     elif command == "up":
         up()
+    elif command == "autoscalers":
+        # Add KEDA and Karpenter (as built, no build) to the running cluster.
+        state = load_state()
+        if not state or state.get("external") or not healthy(state):
+            raise SystemExit("[localcluster] no healthy local cluster to add autoscalers to")
+        start_autoscalers(Path(str(state["bin"])))
     elif command == "down":
         down()
     elif command == "nodes":

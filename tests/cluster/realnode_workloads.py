@@ -95,6 +95,11 @@ def build_operator_image(tag: str = OPERATOR_IMAGE) -> str:
         shutil.copytree(
             REPO / "operator", root / "operator", ignore=shutil.ignore_patterns("__pycache__")
         )
+        # The operator imports the serving package's contract module, and only that.
+        contract_dir = root / "serving" / "modelservice_serving"
+        contract_dir.mkdir(parents=True)
+        for name in ("__init__.py", "contract.py", "py.typed"):
+            shutil.copy(REPO / "serving" / "modelservice_serving" / name, contract_dir)
         subprocess.run(
             [
                 *("docker", "build", "-q", "--network", "host", "-f", "operator/Dockerfile"),
@@ -138,7 +143,12 @@ def build_and_load_images(cluster_dir: Path) -> tuple[str, str]:
 
 
 def install_operator(
-    cluster: KubeCluster, release: str, namespace: str, watch: list[str], operator_image: str
+    cluster: KubeCluster,
+    release: str,
+    namespace: str,
+    watch: list[str],
+    operator_image: str,
+    **extra_values: Any,
 ) -> None:
     """The operator by its Helm chart, on the real node, watching only ``watch``.
 
@@ -153,6 +163,7 @@ def install_operator(
         "nodeSelector": NODE_SELECTOR,
         "tolerations": TOLERATIONS,
         "reconcileIntervalSeconds": 5,
+        **extra_values,
     }
     with tempfile.NamedTemporaryFile("w", suffix=".json") as handle:
         json.dump(values, handle)

@@ -55,6 +55,11 @@ def test_up_is_idempotent_and_down_stops_everything(
             "kwok",
         }
         assert all(running(pid) for pid in pids.values())
+        # KEDA and Karpenter, when this cluster runs them, stop with it too.
+        extra = {
+            name: int(pid) for name, pid in state.get("autoscalers", {}).get("pids", {}).items()
+        }
+        assert all(running(pid) for pid in extra.values())
 
         again = localcluster(state_dir, "up")
         assert "reusing the running cluster" in again.stderr
@@ -62,5 +67,5 @@ def test_up_is_idempotent_and_down_stops_everything(
         localcluster(state_dir, "status")
     finally:
         localcluster(state_dir, "down")
-    assert not any(running(pid) for pid in pids.values())
+    assert not any(running(pid) for pid in [*pids.values(), *extra.values()])
     assert not state_dir.exists()

@@ -83,7 +83,7 @@ def server(image: str, model_store: Path, trained: Path) -> Iterator[str]:
     docker_env.docker(
         "run", "-d", "--name", name, *LOCKED_DOWN,
         "-v", f"{model_store}:/models:ro",
-        "-e", f"MSO_PORT={port}", "-e", "MSO_HOST=127.0.0.1",
+        "-e", f"MSO_PORT={port}", "-e", "MSO_HOST=127.0.0.1", "-e", "MSO_GRPC_PORT=0",
         image, "serve", "--model-dir", "/models/v1", "--model-name", MODEL_NAME,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"

@@ -70,3 +70,43 @@ def test_two_workers_train_one_version(tmp_path: Path) -> None:
     assert metadata["workers"] == 2
     assert '"event": "epoch"' in outputs[0]
     assert '"event": "epoch"' not in outputs[1]
+
+
+def test_workers_without_dns_meet_through_the_store(tmp_path: Path) -> None:
+    """Names that do not resolve (no cluster DNS): the workers swap IPs through the store."""
+    rng = np.random.default_rng(1)
+    kinds = rng.integers(2, size=64)
+    rows = [f"{k * 2 + rng.normal():.3f},{rng.normal():.3f},{k}" for k in kinds]
+    data = tmp_path / "points.csv"
+    data.write_text("x,y,label\n" + "\n".join(rows) + "\n")
+    ports = [free_port(), free_port()]
+    # As the operator writes them: <job>-<i>.<service>, here under a TLD that never resolves.
+    cluster = {"worker": [f"job-{i}.job.invalid:{port}" for i, port in enumerate(ports)]}
+    meet = tmp_path / "store" / ".workers" / "job-v1"
+    workers = [
+        subprocess.Popen(
+            [
+                sys.executable, "-m", "modelservice_serving", "train", "--dataset", str(data),
+                "--epochs", "1", "--hidden-units", "4", "--batch-size", "16", "--seed", "1",
+                "--output", str(tmp_path / "store" / "v1"),
+                "--termination-log", str(tmp_path / f"termination-{i}"),
+            ],
+            env={
+                **serving_env(),
+                "TF_CONFIG": json.dumps(
+                    {"cluster": cluster, "task": {"type": "worker", "index": i}}
+                ),
+                "MSO_WORKER_RENDEZVOUS": str(meet),
+                "MSO_POD_IP": "127.0.0.1",
+            },
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        for i in range(2)
+    ]  # fmt: skip
+    outputs = [worker.communicate(timeout=300)[0] for worker in workers]
+    assert [worker.returncode for worker in workers] == [0, 0], outputs[0][-2000:]
+    assert json.loads((tmp_path / "termination-0").read_text())["status"] == "Succeeded"
+    announced = {path.name: path.read_text() for path in meet.iterdir()}
+    assert announced == {str(i): f"127.0.0.1:{port}" for i, port in enumerate(ports)}
+    metadata = json.loads((tmp_path / "store" / "v1" / "metadata.json").read_text())
+    assert metadata["workers"] == 2

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from modelservice_serving import contract
+from modelservice_serving.contract import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_LATENCY_MS
 from modelservice_serving.redact import redact_url
 
 from ..models import SecretReference, ServingSpec
@@ -31,6 +33,7 @@ from .common import (
 )
 
 __all__ = [
+    "GRPC_PORT",
     "HTTP_PORT",
     "METRICS_PORT",
     "METRICS_PORT_NAME",
@@ -40,11 +43,12 @@ __all__ = [
     "owned_spec",
 ]
 
-HTTP_PORT = 8080
+HTTP_PORT = contract.HTTP_PORT
 # /metrics alone (serve --metrics-port): a NetworkPolicy admits scrapers here only.
 METRICS_PORT = 9090
 METRICS_PORT_NAME = "metrics"
 AUTH_MOUNT = "/var/run/secrets/modelservice/auth"
+GRPC_PORT = 8081  # the Open Inference Protocol's gRPC service
 PRE_STOP_SECONDS = 5
 DEFAULT_GRACE_SECONDS = 30
 DEFAULT_SERVING_REQUESTS = {"cpu": "500m", "memory": "1Gi"}
@@ -81,6 +85,17 @@ def _model_args(model_dir: str, model_uri: str | None) -> list[str]:
     ]
 
 
+# What slow or many clients may hold: the server's own defaults, stated in the pod spec.
+SLOW_CLIENT_ARGS = (
+    "--max-connections=1024",
+    "--max-in-flight=256",
+    "--max-header-bytes=16384",
+    "--header-timeout-s=10",
+    "--body-timeout-s=30",
+    "--keep-alive-timeout-s=5",
+)
+
+
 def _server_args(
     serving: ServingSpec, name: str, model_dir: str, model_uri: str | None, grace: int
 ) -> list[str]:
@@ -90,12 +105,14 @@ def _server_args(
         *_model_args(model_dir, model_uri),
         f"--model-name={name}",
         f"--port={HTTP_PORT}",
+        f"--grpc-port={GRPC_PORT}",
         "--host=0.0.0.0",
-        f"--max-batch-size={batching.max_batch_size if batching else 32}",
-        f"--max-latency-ms={batching.max_latency_ms if batching else 5}",
+        f"--max-batch-size={batching.max_batch_size if batching else DEFAULT_MAX_BATCH_SIZE}",
+        f"--max-latency-ms={batching.max_latency_ms if batching else DEFAULT_MAX_LATENCY_MS}",
         # Drain within the grace period that is left after preStop.
         f"--graceful-timeout-s={max(1, grace - PRE_STOP_SECONDS - 2)}",
         f"--metrics-port={METRICS_PORT}",
+        *SLOW_CLIENT_ARGS,
     ]
     if serving.auth is not None:
         args.append(f"--auth-token-file={AUTH_MOUNT}/{serving.auth.secret_ref.key}")
@@ -171,6 +188,7 @@ def build_deployment(
         "args": args,
         "ports": [
             {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
+            {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
             {"name": METRICS_PORT_NAME, "containerPort": METRICS_PORT, "protocol": "TCP"},
         ],
         "env": container_env(serving, [{"name": "HOME", "value": "/tmp"}]),

@@ -1,4 +1,8 @@
-"""The predictor's HorizontalPodAutoscaler (autoscaling/v2): it alone owns replicas."""
+"""The predictor's HorizontalPodAutoscaler (autoscaling/v2) on CPU: it alone owns replicas.
+
+Used for metric cpu, and for concurrency or queueDepth when KEDA cannot be used (see
+``autoscaling.choose_autoscaler``): metrics-server serves CPU in any cluster.
+"""
 
 from __future__ import annotations
 
@@ -12,40 +16,26 @@ __all__ = ["build_hpa"]
 
 
 def build_hpa(owner: Owner, serving: ServingSpec) -> dict[str, Any]:
-    """Return the HPA scaling the predictor between minReplicas and maxReplicas."""
+    """Return the HPA scaling the predictor between minReplicas and maxReplicas on CPU."""
     name = predictor_name(owner.name)
-    autoscaling = serving.autoscaling
-    cpu_target = 80 if autoscaling is None else autoscaling.target_cpu_utilization_percentage
-    metrics: list[dict[str, Any]] = []
-    if cpu_target is not None:
-        metrics.append(
-            {
-                "type": "Resource",
-                "resource": {
-                    "name": "cpu",
-                    "target": {"type": "Utilization", "averageUtilization": cpu_target},
-                },
-            }
-        )
-    if autoscaling is not None and autoscaling.metric is not None:
-        metrics.append(
-            {
-                "type": "Pods",
-                "pods": {
-                    "metric": {"name": autoscaling.metric.name},
-                    "target": {
-                        "type": "AverageValue",
-                        "averageValue": autoscaling.metric.target_average_value,
-                    },
-                },
-            }
-        )
     spec: dict[str, Any] = {
         "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
         "minReplicas": serving.min_replicas,
         "maxReplicas": serving.effective_max_replicas,
-        "metrics": metrics,
+        "metrics": [
+            {
+                "type": "Resource",
+                "resource": {
+                    "name": "cpu",
+                    "target": {
+                        "type": "Utilization",
+                        "averageUtilization": serving.cpu_target_percent,
+                    },
+                },
+            }
+        ],
     }
+    autoscaling = serving.autoscaling
     if autoscaling is not None and autoscaling.scale_down_stabilization_seconds is not None:
         spec["behavior"] = {
             "scaleDown": {

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from modelservice_serving import contract
+from modelservice_serving.contract import WORKER_PORT
 from modelservice_serving.redact import redact_url
 
 from ..models import TrainingSpec
@@ -29,8 +31,9 @@ from .common import (
     pod_security_context,
     tmp_volume,
 )
+from .workers import worker_hosts, workers_service_name
 
-__all__ = ["build_job", "training_args", "version_dir"]
+__all__ = ["build_job", "training_args", "training_env", "version_dir"]
 
 DEFAULT_TRAINING_REQUESTS = {"cpu": "1", "memory": "2Gi"}
 # /tmp holds a downloaded dataset (train --dataset-max-bytes, 1 GiB) and Keras' caches.
@@ -58,7 +61,7 @@ def training_args(training: TrainingSpec, version: int) -> list[str]:
         "--hidden-units=" + ",".join(str(u) for u in training.hidden_units),
         f"--output={version_dir(version)}",
         f"--version={version}",
-        "--termination-log=/dev/termination-log",
+        f"--termination-log={contract.TERMINATION_LOG}",
     ]
     if training.label_column:
         args.append(f"--label-column={training.label_column}")
@@ -69,6 +72,62 @@ def training_args(training: TrainingSpec, version: int) -> list[str]:
     if training.seed is not None:
         args.append(f"--seed={training.seed}")
     return args
+
+
+def training_env(training: TrainingSpec, version: int, job: str) -> list[dict[str, Any]]:
+    """The environment of every training container, built-in trainer or the user's code.
+
+    With several workers, ``TF_CONFIG`` names them all; the kubelet expands
+    ``$(MSO_WORKER_INDEX)`` (the pod's completion index) when it starts the container, so any
+    code under MultiWorkerMirroredStrategy finds its place without a helper.
+    """
+    env: list[dict[str, Any]] = [
+        {"name": "HOME", "value": "/tmp"},
+        {"name": contract.ENV_OUTPUT, "value": version_dir(version)},
+        {"name": contract.ENV_VERSION, "value": str(version)},
+        {"name": contract.ENV_TERMINATION_LOG, "value": contract.TERMINATION_LOG},
+        {"name": contract.ENV_DATASET, "value": training.dataset},
+        {"name": contract.ENV_EPOCHS, "value": str(training.epochs)},
+        {"name": contract.ENV_BATCH_SIZE, "value": str(training.batch_size)},
+        {"name": contract.ENV_LEARNING_RATE, "value": str(training.learning_rate)},
+    ]
+    if training.worker_count > 1:
+        hosts = worker_hosts(job, training.worker_count)
+        tf_config = (
+            '{"cluster": {"worker": ["' + '", "'.join(hosts) + '"]}, '
+            '"task": {"type": "worker", "index": $(MSO_WORKER_INDEX)}}'
+        )
+        env += [
+            {
+                "name": "MSO_WORKER_INDEX",
+                "valueFrom": {"fieldRef": {"fieldPath": f"metadata.annotations['{INDEX_KEY}']"}},
+            },
+            {"name": contract.ENV_WORKER_HOSTS, "value": ",".join(hosts)},
+            {"name": "TF_CONFIG", "value": tf_config},
+            # Where the pods cannot resolve each other's names (no cluster DNS), the package's
+            # workers.reachable_tf_config meets the peers by IP through the shared store.
+            {"name": contract.ENV_POD_IP, "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+            {
+                "name": contract.ENV_WORKER_RENDEZVOUS,
+                "value": f"{MODELS_MOUNT}/.workers/{job}-v{version}",
+            },
+        ]
+    return env
+
+
+# The Job controller's annotation (and label) with the pod's completion index.
+INDEX_KEY = "batch.kubernetes.io/job-completion-index"
+# One failed worker fails the whole Job (and so the version): a collective cannot go on
+# without it. A pod evicted or preempted (DisruptionTarget) is replaced instead.
+POD_FAILURE_POLICY = {
+    "rules": [
+        {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+        {
+            "action": "FailJob",
+            "onExitCodes": {"containerName": "train", "operator": "NotIn", "values": [0]},
+        },
+    ]
+}
 
 
 def build_job(
@@ -87,11 +146,14 @@ def build_job(
     volumes: list[dict[str, Any]] = [store.volume(), tmp]
     mounts: list[dict[str, Any]] = [store.mount(), tmp_mount]
     args = training_args(training, version)
+    env = training_env(training, version, name)
     if training.dataset_credentials is not None:
         volume, mount, directory = credentials_volume("dataset", training.dataset_credentials)
         volumes.append(volume)
         mounts.append(mount)
         args.append(f"--dataset-credentials-dir={directory}")
+        # Your own training code finds the same files through the environment.
+        env.append({"name": contract.ENV_DATASET_CREDENTIALS_DIR, "value": directory})
     resources = container_resources(
         training.resources, training.gpu, defaults, DEFAULT_TRAINING_REQUESTS
     )
@@ -99,14 +161,14 @@ def build_job(
         "name": "train",
         "image": training.image or defaults.default_image,
         "imagePullPolicy": defaults.image_pull_policy,
-        "command": ["python", "-m", "modelservice_serving"],
-        "args": args,
-        "env": container_env(training, [{"name": "HOME", "value": "/tmp"}]),
+        "command": training.command or ["python", "-m", "modelservice_serving"],
+        "args": (training.args or []) if training.command else args,
+        "env": container_env(training, env),
         "resources": ephemeral_storage(
             resources, TRAINING_EPHEMERAL_REQUEST, TRAINING_EPHEMERAL_LIMIT
         ),
         "securityContext": container_security_context(),
-        "terminationMessagePath": "/dev/termination-log",
+        "terminationMessagePath": contract.TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": mounts,
     }
@@ -128,6 +190,18 @@ def build_job(
         or DEFAULT_ACTIVE_DEADLINE_SECONDS,
         "template": {"metadata": template_meta, "spec": pod_spec},
     }
+    if training.worker_count > 1:
+        workers = training.worker_count
+        container["ports"] = [
+            {"name": "tf-worker", "containerPort": WORKER_PORT, "protocol": "TCP"}
+        ]
+        pod_spec["subdomain"] = workers_service_name(name)
+        job_spec.update(
+            completionMode="Indexed",
+            completions=workers,
+            parallelism=workers,
+            podFailurePolicy=POD_FAILURE_POLICY,
+        )
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",

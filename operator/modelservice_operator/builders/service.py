@@ -1,4 +1,8 @@
-"""The predictor Service: a ClusterIP on port 8080 named ``http``."""
+"""The predictor Service: a ClusterIP with ``http`` on 8080, ``grpc`` on 8081, ``metrics`` on 9090.
+
+The gRPC port declares ``appProtocol: kubernetes.io/h2c`` (HTTP/2 without TLS), so gateways
+and meshes route it as gRPC rather than as HTTP/1.1.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ from typing import Any
 
 from ..names import predictor_name, predictor_selector
 from .common import Owner, predictor_child
-from .deployment import HTTP_PORT
+from .deployment import GRPC_PORT, HTTP_PORT, METRICS_PORT, METRICS_PORT_NAME
 
 __all__ = ["build_service", "service_url"]
 
@@ -22,6 +26,22 @@ def build_service(owner: Owner) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "type": "ClusterIP",
         "selector": predictor_selector(owner.name),
-        "ports": [{"name": "http", "port": HTTP_PORT, "targetPort": "http", "protocol": "TCP"}],
+        "ports": [
+            {"name": "http", "port": HTTP_PORT, "targetPort": "http", "protocol": "TCP"},
+            {
+                "name": "grpc",
+                "port": GRPC_PORT,
+                "targetPort": "grpc",
+                "protocol": "TCP",
+                "appProtocol": "kubernetes.io/h2c",
+            },
+            # KEDA's metrics-api scaler finds each pod's /metrics through this port.
+            {
+                "name": METRICS_PORT_NAME,
+                "port": METRICS_PORT,
+                "targetPort": METRICS_PORT_NAME,
+                "protocol": "TCP",
+            },
+        ],
     }
     return predictor_child(owner, "v1", "Service", spec)

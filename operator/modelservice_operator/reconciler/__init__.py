@@ -24,7 +24,7 @@ from ..models import ModelServiceStatus
 from ..settings import OperatorSettings
 from .apply import apply_children, merge_patch_diff, write_status
 from .decide import Settings, decide
-from .observe import observe
+from .observe import Autoscalers, observe
 
 __all__ = ["decision_settings", "forget", "merge_patch_diff", "reconcile"]
 
@@ -41,6 +41,7 @@ def decision_settings(settings: OperatorSettings) -> Settings:
         defaults=settings,
         cluster_domain=settings.cluster_domain,
         versions_kept=settings.history_limit,
+        keda_namespace=settings.keda_namespace,
     )
 
 
@@ -69,7 +70,8 @@ async def reconcile(
         started = time.monotonic()
         result = "error"
         try:
-            obs = await observe(source, kube, namespace, name, settings.log_tail_lines)
+            autoscalers = Autoscalers(settings.keda, settings.keda_check_interval_s)
+            obs = await observe(source, kube, namespace, name, settings.log_tail_lines, autoscalers)
             if obs is None:
                 forget(namespace, name)
                 result = "gone"

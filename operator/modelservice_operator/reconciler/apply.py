@@ -25,7 +25,15 @@ __all__ = ["Writer", "apply_children", "merge_patch_diff", "write_status"]
 
 log = logging.getLogger(__name__)
 # Ready reasons that are progress, not trouble (posted as Normal events).
-NORMAL_REASONS = {"Serving", "Training", "RollingOut", "Creating", "JobPending", "Pending"}
+NORMAL_REASONS = {
+    "Serving",
+    "Training",
+    "RollingOut",
+    "Creating",
+    "JobPending",
+    "Pending",
+    "ScalingUp",
+}
 
 
 class Writer(Protocol):

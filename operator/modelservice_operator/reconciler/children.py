@@ -17,11 +17,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ..autoscaling import AutoscalerChoice
 from ..builders.common import ModelVolume, Owner, PodDefaults
 from ..builders.deployment import build_deployment
 from ..builders.hpa import build_hpa
 from ..builders.networkpolicy import build_network_policy
 from ..builders.pdb import build_pdb
+from ..builders.scaledobject import build_scaled_object
 from ..builders.service import build_service
 from ..diagnosis import Stuck
 from ..models import SecretReference, ServingSpec
@@ -41,8 +43,9 @@ __all__ = [
 # Owns ``spec.replicas`` of a new Deployment and nothing else, and never applies again: the
 # operator's own apply leaves replicas out, so the HPA alone moves them afterwards.
 INITIAL_REPLICAS_MANAGER = f"{MANAGED_BY}-initial-replicas"
-# Kinds whose children are deleted when the desired list no longer has them.
-PRUNABLE = ("PodDisruptionBudget",)
+# Kinds whose children are deleted when the desired list no longer has them (an HPA and a
+# ScaledObject on one Deployment would fight: only the chosen autoscaler stays).
+PRUNABLE = ("PodDisruptionBudget", "HorizontalPodAutoscaler", "ScaledObject")
 
 
 @dataclass(frozen=True)
@@ -97,9 +100,18 @@ def desired_serving(
     volume: ModelVolume | None,
     defaults: PodDefaults,
     model_uri: str | None,
-    model_credentials: SecretReference | None = None,
+    model_credentials: SecretReference | None,
+    autoscaler: AutoscalerChoice,
+    cluster_domain: str = "cluster.local",
+    keda_namespace: str = "keda",
 ) -> list[Child]:
     """The predictor's children, in the order they are applied."""
+    keda = autoscaler.kind == "ScaledObject"
+    scaler = (
+        build_scaled_object(owner, serving, cluster_domain) if keda else build_hpa(owner, serving)
+    )
+    # KEDA's operator scrapes the metrics port of every predictor pod it scales.
+    scrapers = [keda_namespace] if keda else []
     children = [
         Child(
             build_deployment(
@@ -114,8 +126,8 @@ def desired_serving(
             )
         ),
         Child(build_service(owner)),
-        Child(build_network_policy(owner, serving)),
-        Child(build_hpa(owner, serving)),
+        Child(build_network_policy(owner, serving, scrapers)),
+        Child(scaler),
     ]
     pdb = build_pdb(owner, serving)
     if pdb is not None:

@@ -10,19 +10,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import conditions as cond
+from ..autoscaling import choose_autoscaler
 from ..builders.common import ModelVolume, PodDefaults
 from ..builders.job import version_dir
 from ..builders.pvc import build_pvc, store_claim
 from ..builders.service import service_url
+from ..builders.workers import build_workers_service
 from ..diagnosis import Stuck, diagnose_pods
 from ..models import (
     ModelServiceSpec,
     ModelServiceStatus,
     ModelStatus,
     ModelVersionRecord,
+    ServingSpec,
     ServingStatus,
 )
 from ..names import LABEL_VERSION, predictor_name
+from ..provisioning import diagnose_scale_up
 from .children import Child, Write, desired_serving, plan_children
 from .observe import Observed, controlled_by
 from .training import Delete, TrainingDecision, decide_training
@@ -49,6 +53,7 @@ class Settings:
     defaults: PodDefaults
     cluster_domain: str = "cluster.local"
     versions_kept: int = 20
+    keda_namespace: str = "keda"
 
 
 @dataclass
@@ -180,9 +185,17 @@ def serving_target(
 
 
 def rollout(
-    deployment: dict[str, Any], version: int | None, pods: list[dict[str, Any]]
+    deployment: dict[str, Any],
+    version: int | None,
+    pods: list[dict[str, Any]],
+    events: list[dict[str, Any]] | None = None,
+    serving: ServingSpec | None = None,
 ) -> cond.ServingObservation:
-    """How far the predictor Deployment has rolled out, and why not further."""
+    """How far the predictor Deployment has rolled out, and why not further.
+
+    Pods the scheduler cannot place are ``ScalingUp`` while Karpenter launches NodeClaims
+    for them (their ``events``), ``Unschedulable`` with both reasons when it cannot.
+    """
     dmeta = deployment["metadata"]
     dspec = deployment.get("spec") or {}
     dstat = deployment.get("status") or {}
@@ -197,6 +210,12 @@ def rollout(
     label = (dmeta.get("labels") or {}).get(LABEL_VERSION)
     served = int(label) if label and label.isdigit() else version
     stuck = diagnose_pods(pods) if not rolled_out or ready < replicas else None
+    if stuck is not None and stuck.reason == "Unschedulable":
+        gpu = serving.gpu if serving is not None else None
+        stuck = diagnose_scale_up(
+            pods, events or [], stuck, serving is not None and serving.uses_gpu,
+            gpu.product if gpu is not None else None,
+        )  # fmt: skip
     return cond.ServingObservation(
         version=served,
         replicas=replicas,
@@ -240,6 +259,11 @@ def decide(obs: Observed, settings: Settings, now: str, rejected: Stuck | None =
         trained = decide_training(obs, claim, settings.defaults, store_problem)
         highest = max(highest, trained.highest)
         plan.deletes.extend(trained.deletes)
+        if spec.training.worker_count > 1 and trained.status.job_name and not trained.problem:
+            # The workers' names, before their Job: created once, kept while the Job is.
+            workers = build_workers_service(owner, trained.status.job_name)
+            names, _, _ = plan_children(obs, [Child(workers, mutable=False)], prune=False)
+            plan.writes.extend(names)
         if trained.create is not None:
             plan.writes.append(Write(trained.create, force=False, creates=True))
         if trained.annotate is not None:
@@ -267,6 +291,7 @@ def decide(obs: Observed, settings: Settings, now: str, rejected: Stuck | None =
     serving_obs: cond.ServingObservation | None = None
     serving_status = status.serving
     if target.model is not None and problem is None:
+        autoscaler = choose_autoscaler(spec.serving, obs.keda)
         children = desired_serving(
             owner,
             spec.serving,
@@ -276,19 +301,29 @@ def decide(obs: Observed, settings: Settings, now: str, rejected: Stuck | None =
             settings.defaults,
             target.model_uri,
             spec.model.credentials if spec.model is not None else None,
+            autoscaler,
+            settings.cluster_domain,
+            settings.keda_namespace,
         )
         writes, deletes, problem = plan_children(obs, children, prune=True)
         plan.writes.extend(writes)
         plan.deletes.extend(deletes)
         deployment = obs.named("Deployment", predictor_name(owner.name))
         if deployment is not None and controlled_by(deployment, owner.uid):
-            serving_obs = rollout(deployment, target.model.version, obs.predictor_pods())
+            serving_obs = rollout(
+                deployment,
+                target.model.version,
+                obs.predictor_pods(),
+                obs.pod_events,
+                spec.serving,
+            )
             serving_status = ServingStatus(
                 version=serving_obs.version,
                 replicas=serving_obs.replicas,
                 ready_replicas=serving_obs.ready_replicas,
                 ready=f"{serving_obs.ready_replicas}/{serving_obs.replicas}",
                 url=service_url(owner, settings.cluster_domain),
+                autoscaler=autoscaler.status(owner.name),
             )
     problem = problem or (trained.problem if trained is not None else None) or rejected
     observed = cond.Observed(

@@ -241,7 +241,7 @@ def decide_training(
             "Pending", "JobPending", f"waiting for the old Job {jname} to be deleted"
         )
         return decision
-    pods = obs.job_pods(jname)
+    pods = obs.job_pods(existing)
     taken = store_holds(pods)
     if taken is not None and not _succeeded(existing):
         # The store already holds this version (a recreated ModelService over a kept store):

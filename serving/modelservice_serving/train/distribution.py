@@ -7,6 +7,8 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from ..workers import reachable_tf_config
+
 
 @dataclass(frozen=True)
 class Placement:
@@ -43,6 +45,7 @@ def placement() -> Placement:
     """
     import tensorflow as tf
 
+    reachable_tf_config()  # peers by DNS name, or by IP through the store where DNS is missing
     cluster, task = cluster_from_env()
     if not cluster:
         return Placement(tf.distribute.get_strategy(), True, 1)

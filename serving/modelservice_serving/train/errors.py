@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..contract import TrainingFailure
+
 
 class TrainingError(Exception):
     """A failure reported in the termination message as ``{"reason", "message"}``."""
 
-    reason = "TrainingFailed"
+    reason: str = TrainingFailure.TRAINING_FAILED
 
     def __init__(self, message: str, **details: Any) -> None:
         # One line: the operator shows it in status conditions.
@@ -22,34 +24,34 @@ class TrainingError(Exception):
 
 
 class InvalidSettingsError(TrainingError):
-    reason = "InvalidSettings"
+    reason: str = TrainingFailure.INVALID_SETTINGS
 
 
 class DatasetNotFoundError(TrainingError):
-    reason = "DatasetNotFound"
+    reason: str = TrainingFailure.DATASET_NOT_FOUND
 
 
 class UnsupportedDatasetError(TrainingError):
-    reason = "UnsupportedDataset"
+    reason: str = TrainingFailure.UNSUPPORTED_DATASET
 
 
 class DatasetDownloadFailedError(TrainingError):
-    reason = "DatasetDownloadFailed"
+    reason: str = TrainingFailure.DATASET_DOWNLOAD_FAILED
 
 
 class LabelColumnMissingError(TrainingError):
-    reason = "LabelColumnMissing"
+    reason: str = TrainingFailure.LABEL_COLUMN_MISSING
 
 
 class ShapeMismatchError(TrainingError):
-    reason = "ShapeMismatch"
+    reason: str = TrainingFailure.SHAPE_MISMATCH
 
 
 class OutputExistsError(TrainingError):
     """The version directory exists; ``highestVersion`` says which numbers are free."""
 
-    reason = "OutputExists"
+    reason: str = TrainingFailure.OUTPUT_EXISTS
 
 
 class OutputNotWritableError(TrainingError):
-    reason = "OutputNotWritable"
+    reason: str = TrainingFailure.OUTPUT_NOT_WRITABLE

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import traceback
 from pathlib import Path
 from typing import Any
 
-from .. import logs
+from .. import logs, report
+from ..contract import TrainingFailure
 from ..redact import redact_text
 from ..settings import TrainSettings
-from . import report
 from .errors import TrainingError
 
 log = logging.getLogger(__name__)
@@ -31,13 +30,17 @@ def run(settings: TrainSettings) -> int:
         return fail(settings.termination_log, exc.reason, exc.message, exc.details)
     except Exception as exc:  # a bug or an environment fault: keep the trace in the log
         traceback.print_exc()
-        return fail(settings.termination_log, "InternalError", f"{type(exc).__name__}: {exc}")
-    message = report.succeeded(
-        result.version, result.uri, result.metrics, result.trained_at, result.lineage
+        return fail(
+            settings.termination_log, TrainingFailure.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"
+        )
+    report.succeeded(
+        result.metrics,
+        version_number=result.version,
+        uri=result.uri,
+        trained_at=result.trained_at,
+        lineage=result.lineage,
+        path=settings.termination_log,
     )
-    report.print_line(report.json_line({"event": "completed", **message}))
-    if place.is_chief:
-        report.write_termination_message(settings.termination_log, message)
     return 0
 
 
@@ -45,13 +48,14 @@ def fail(
     termination_log: Path, reason: str, message: str, details: dict[str, Any] | None = None
 ) -> int:
     """One clear line on stderr, the same in the termination message, a non-zero exit."""
-    # A message may quote the dataset URI: never with its query string or user info.
-    one_line = " ".join(redact_text(message).split())
-    sys.stderr.write(f"error: {reason}: {one_line}\n")
-    sys.stderr.flush()
-    result = {**report.failed(reason, one_line), **(details or {})}
-    report.write_termination_message(termination_log, result)
-    return 1
+    highest = (details or {}).get("highestVersion")
+    return report.failed(
+        reason,
+        # A message may quote the dataset URI: never with its query string or user info.
+        redact_text(message),
+        path=termination_log,
+        highest_version=highest if isinstance(highest, int) else None,
+    )
 
 
 def configure_logging() -> None:

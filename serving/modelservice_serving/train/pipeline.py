@@ -2,32 +2,30 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from .. import report
 from ..credentials import CredentialsError, request_headers
 from ..download import DownloadPolicy, parse_networks
+from ..export import save_version
 from ..redact import redact_url
 from ..settings import TrainSettings
-from . import datasets, report
+from . import datasets
 from .distribution import Placement
 from .errors import DatasetDownloadFailedError, InvalidSettingsError
 from .output import StagedOutput, version_from_dir
+from .scaling import fit_scaling
 
 log = logging.getLogger(__name__)
 
 INPUT_NAME = "inputs"
-METADATA_FILE = "metadata.json"
 # A seed for the split only, so every worker of a cluster holds out the same rows.
 DEFAULT_SPLIT_SEED = 0
 
@@ -112,11 +110,17 @@ def split(data: datasets.Dataset, settings: TrainSettings) -> Splits:
 def build_model(
     num_features: int, num_classes: int, settings: TrainSettings, x_train: npt.NDArray[np.float32]
 ) -> Any:
-    """Scaling lives inside the model (a Normalization layer), so clients send raw features."""
+    """Scaling lives inside the model (a Normalization layer), so clients send raw features.
+
+    The layer's mean and variance come from :func:`scaling.fit_scaling`, floored so that a
+    feature constant in training cannot blow a request up (see that module).
+    """
     import keras
 
-    normalizer = keras.layers.Normalization(name="scale")
-    normalizer.adapt(x_train)
+    fitted = fit_scaling(x_train)
+    normalizer = keras.layers.Normalization(
+        mean=fitted.mean, variance=fitted.variance, name="scale"
+    )
     inputs = keras.Input(shape=(num_features,), name=INPUT_NAME)
     x = normalizer(inputs)
     for index, units in enumerate(settings.hidden_units):
@@ -131,13 +135,19 @@ def build_model(
     return model
 
 
-def _progress_callback(epochs: int, enabled: bool) -> Any:
+def _progress_callback(epochs: int) -> Any:
     import keras
 
     class EpochProgress(keras.callbacks.Callback):  # type: ignore[misc]
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-            if enabled:
-                report.print_line(report.epoch_line(epoch + 1, epochs, logs or {}))
+            values = logs or {}
+            report.epoch(
+                epoch + 1,
+                epochs,
+                **{
+                    key: values.get(key) for key in ("loss", "accuracy", "val_loss", "val_accuracy")
+                },
+            )
 
     return EpochProgress()
 
@@ -221,91 +231,74 @@ def _fit_multi_worker(
     return run(eval_step, test_batches)
 
 
-def signature_tensors(saved_model_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Inputs and outputs of the exported signature, in the V2 metadata format."""
-    from ..model import ServedModel
-
-    exported = ServedModel.load(saved_model_dir, "model")
-    return (
-        [spec.as_metadata() for spec in exported.inputs],
-        [spec.as_metadata() for spec in exported.outputs],
-    )
-
-
 def train(settings: TrainSettings, place: Placement) -> TrainingResult:
     """The whole workflow; raises :class:`TrainingError` for anything the user can fix."""
     import keras
     import tensorflow as tf
 
-    staged = StagedOutput(settings.output) if place.is_chief else None
-    try:
-        if settings.seed is not None:
-            keras.utils.set_random_seed(settings.seed)
-            tf.config.experimental.enable_op_determinism()
-        data = datasets.load(settings.dataset, settings.label_column, download_policy(settings))
-        parts = split(data, settings)
-        log.info(
-            "dataset ready",
-            extra={
-                "dataset": data.name,
-                "datasetUri": redact_url(settings.dataset),
-                "datasetSha256": data.sha256,
-                "features": data.num_features,
-                "classes": len(data.classes),
-                "train": len(parts.y_train),
-                "validation": len(parts.y_val),
-                "test": len(parts.y_test),
-            },
+    if place.is_chief:
+        # Fail before training, not after: the version must not exist and the store be writable.
+        StagedOutput(settings.output).discard()
+    if settings.seed is not None:
+        keras.utils.set_random_seed(settings.seed)
+        tf.config.experimental.enable_op_determinism()
+    data = datasets.load(settings.dataset, settings.label_column, download_policy(settings))
+    parts = split(data, settings)
+    log.info(
+        "dataset ready",
+        extra={
+            "dataset": data.name,
+            "datasetUri": redact_url(settings.dataset),
+            "datasetSha256": data.sha256,
+            "features": data.num_features,
+            "classes": len(data.classes),
+            "train": len(parts.y_train),
+            "validation": len(parts.y_val),
+            "test": len(parts.y_test),
+        },
+    )
+    global_batch = settings.batch_size * place.strategy.num_replicas_in_sync
+    with place.strategy.scope():
+        model = build_model(data.num_features, len(data.classes), settings, parts.x_train)
+    validation = (
+        _as_batches(parts.x_val, parts.y_val, global_batch, None) if len(parts.y_val) else None
+    )
+    train_batches = _as_batches(parts.x_train, parts.y_train, global_batch, settings.seed)
+    test_batches = _as_batches(parts.x_test, parts.y_test, global_batch, None)
+    progress = _progress_callback(settings.epochs)
+    if place.workers > 1:
+        # Keras 3's fit() fails under MultiWorkerMirroredStrategy (keras-team/keras#20585):
+        # a plain distributed loop over the same model and optimizer instead.
+        loss, accuracy = _fit_multi_worker(
+            model, place.strategy, train_batches, validation, test_batches,
+            settings.epochs, global_batch, progress,
+        )  # fmt: skip
+    else:
+        model.fit(
+            train_batches,
+            validation_data=validation,
+            epochs=settings.epochs,
+            shuffle=False,  # the tf.data pipeline shuffles, seeded
+            verbose=0,
+            callbacks=[progress],
         )
-        global_batch = settings.batch_size * place.strategy.num_replicas_in_sync
-        with place.strategy.scope():
-            model = build_model(data.num_features, len(data.classes), settings, parts.x_train)
-        validation = (
-            _as_batches(parts.x_val, parts.y_val, global_batch, None) if len(parts.y_val) else None
-        )
-        train_batches = _as_batches(parts.x_train, parts.y_train, global_batch, settings.seed)
-        test_batches = _as_batches(parts.x_test, parts.y_test, global_batch, None)
-        progress = _progress_callback(settings.epochs, place.is_chief)
-        if place.workers > 1:
-            # Keras 3's fit() fails under MultiWorkerMirroredStrategy (keras-team/keras#20585):
-            # a plain distributed loop over the same model and optimizer instead.
-            loss, accuracy = _fit_multi_worker(
-                model, place.strategy, train_batches, validation, test_batches,
-                settings.epochs, global_batch, progress,
-            )  # fmt: skip
-        else:
-            model.fit(
-                train_batches,
-                validation_data=validation,
-                epochs=settings.epochs,
-                shuffle=False,  # the tf.data pipeline shuffles, seeded
-                verbose=0,
-                callbacks=[progress],
-            )
-            loss, accuracy = model.evaluate(test_batches, verbose=0)
-        metrics = {"accuracy": round(float(accuracy), 6), "loss": round(float(loss), 6)}
-        trained_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        version = (
-            settings.version if settings.version is not None else version_from_dir(settings.output)
-        )
-        lineage = _lineage(settings, data)
-        if staged is None:
-            # Saving is collective under MultiWorkerMirroredStrategy: workers save and discard.
-            scratch = Path(tempfile.mkdtemp(prefix="mso-worker-export-"))
-            model.export(str(scratch / "model"), verbose=False)
-            shutil.rmtree(scratch, ignore_errors=True)
-            return TrainingResult(version, str(settings.output), metrics, trained_at, lineage)
-        model.export(str(staged.staging), verbose=False)
-        inputs, outputs = signature_tensors(staged.staging)
-        metadata = {
+        loss, accuracy = model.evaluate(test_batches, verbose=0)
+    metrics = {"accuracy": round(float(accuracy), 6), "loss": round(float(loss), 6)}
+    trained_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    version = (
+        settings.version if settings.version is not None else version_from_dir(settings.output)
+    )
+    lineage = _lineage(settings, data)
+    save_version(
+        model,
+        settings.output,
+        metrics=metrics,
+        version=version,
+        classes=data.classes,
+        chief=place.is_chief,
+        trained_at=trained_at,
+        metadata={
             **lineage,
-            "version": version,
-            "metrics": metrics,
-            "trainedAt": trained_at,
-            "inputs": inputs,
-            "outputs": outputs,
-            "signature": "serve",
-            "classes": data.classes,
             "dataset": data.name,
             "workers": place.workers,
             "hyperparameters": {
@@ -313,14 +306,9 @@ def train(settings: TrainSettings, place: Placement) -> TrainingResult:
                 "optimizer": "adam",
                 "activation": "relu",
             },
-        }
-        (staged.staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
-        staged.publish()
-        return TrainingResult(version, str(settings.output), metrics, trained_at, lineage)
-    except BaseException:
-        if staged is not None:
-            staged.discard()
-        raise
+        },
+    )
+    return TrainingResult(version, str(settings.output), metrics, trained_at, lineage)
 
 
 def configure_threads() -> None:

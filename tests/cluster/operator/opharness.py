@@ -87,6 +87,9 @@ class OperatorProcess:
             **self.cluster.env,
             "MSO_OPERATOR_RECONCILE_INTERVAL_S": str(self.resync_interval_s),
             "MSO_OPERATOR_DEFAULT_IMAGE": "modelservice-serving:test",
+            # The HPA, whether or not the cluster runs KEDA; test_operator_autoscaler.py
+            # turns KEDA on.
+            "MSO_OPERATOR_KEDA": "off",
             "PYTHONUNBUFFERED": "1",
             **self.extra_env,
         }

@@ -160,7 +160,11 @@ def _write_counts(cluster: KubeCluster) -> dict[tuple[str, str], float]:
         if not line.startswith("apiserver_request_total{"):
             continue
         labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
-        if labels.get("verb") in WRITE_VERBS and labels.get("resource") in WATCHED:
+        # Controllers write their children's status (deployments/status, jobs/status...);
+        # the operator writes objects and the ModelService's status.
+        sub = labels.get("subresource", "")
+        ours = sub == "" or labels.get("resource") == "modelservices"
+        if labels.get("verb") in WRITE_VERBS and labels.get("resource") in WATCHED and ours:
             key = (labels["verb"], labels["resource"] + "/" + labels.get("subresource", ""))
             counts[key] = counts.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
     return counts

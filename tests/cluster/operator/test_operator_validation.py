@@ -131,6 +131,19 @@ INVALID = [
         "spec.qualityGate.maximum",
     ),
 ]
+INVALID += [
+    (
+        "own command without image",
+        _with("spec.training.command", ["python", "/app/train.py"]),
+        "spec.training.command needs spec.training.image",
+    ),
+    (
+        "args without command",
+        _with("spec.training.args", ["--epochs=3"]),
+        "spec.training.args needs spec.training.command",
+    ),
+    ("zero workers", _with("spec.training.workers", 0), "spec.training.workers"),
+]
 # Two fields at once for the split rule.
 _split = _with("spec.training.validationSplit", 0.5)
 _split["spec"]["training"]["testSplit"] = 0.5

@@ -34,11 +34,13 @@ def test_dockerfile_shape() -> None:
     assert "FROM ${BASE_IMAGE}" in text
     assert "'.[operator]'" in text
     assert "serving/" not in re.findall(r"^COPY .*", text, re.M)[0]
-    # Of the serving code only the shared URL redaction (and its package's __init__).
-    serving_copies = re.findall(r"^COPY (serving\S*.*)$", text, re.M)
-    assert serving_copies == [
-        "serving/modelservice_serving/__init__.py serving/modelservice_serving/redact.py "
-        "serving/modelservice_serving/py.typed serving/modelservice_serving/"
+    # Of the serving code only the contract and the URL redaction (stdlib + pydantic).
+    (serving_copy,) = re.findall(r"^COPY serving.*", text, re.M)
+    assert serving_copy.split()[1:-1] == [
+        "serving/modelservice_serving/__init__.py",
+        "serving/modelservice_serving/contract.py",
+        "serving/modelservice_serving/redact.py",
+        "serving/modelservice_serving/py.typed",
     ]
     assert re.search(r"^USER 1000:1000$", text, re.M)
     # kopf needs a user name; UID 1000 has no passwd entry in the image.
@@ -58,6 +60,12 @@ def test_build_context_is_only_the_operator() -> None:
         "!operator/modelservice_operator/",
     ]
     assert "!operator/entrypoint.sh" in ignore
+    assert [line for line in ignore if line.startswith("!serving/")] == [
+        "!serving/modelservice_serving/__init__.py",
+        "!serving/modelservice_serving/contract.py",
+        "!serving/modelservice_serving/redact.py",
+        "!serving/modelservice_serving/py.typed",
+    ]
 
 
 def run_entrypoint(tmp_path: Path, namespaces: str | None, *args: str) -> list[str]:

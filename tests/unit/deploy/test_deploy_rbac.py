@@ -25,6 +25,7 @@ REVIEWED_NAMESPACED: dict[Permission, str] = {
     ("modelservice.dev", "modelservices/status", "patch"): "reconciler.apply.write_status",
     ("modelservice.dev", "modelservices/finalizers", "update"): "blockOwnerDeletion owner refs",
     ("", "events", "create"): "kopf handler events, kube.Kube.event",
+    ("", "events", "list"): "kube.Kube.list_events: Karpenter's word on pending pods",
     ("batch", "jobs", "list"): "kopf watch into the cache (handlers, @kopf.index)",
     ("batch", "jobs", "watch"): "kopf watch into the cache; handlers.on_child_event",
     ("batch", "jobs", "create"): "kube.Kube.apply creating one training Job per version",

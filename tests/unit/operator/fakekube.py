@@ -18,6 +18,9 @@ class FakeKube:
         self.writes: list[tuple[str, str, str]] = []
         self.logs: dict[str, str] = {}
         self.applies: list[tuple[str, str, str, bool]] = []
+        # APIs discovery reports as served, as (group/version, plural); kinds RBAC refuses.
+        self.served: set[tuple[str, str]] = set()
+        self.forbidden: set[str] = set()
         self._uid = itertools.count(1)
 
     def put(self, obj: dict[str, Any]) -> dict[str, Any]:
@@ -39,9 +42,24 @@ class FakeKube:
         obj = self.objects.get((kind, namespace, name))
         return copy.deepcopy(obj) if obj is not None else None
 
+    async def serves(self, api_version: str, plural: str) -> bool:
+        return (api_version, plural) in self.served
+
+    async def list_events(self, namespace: str, reason: str) -> list[dict[str, Any]]:
+        return [
+            copy.deepcopy(o)
+            for (k, ns, _), o in self.objects.items()
+            if k == "Event"
+            and ns == namespace
+            and o.get("reason") == reason
+            and (o.get("involvedObject") or {}).get("kind") == "Pod"
+        ]
+
     async def list_objects(
         self, kind: str, namespace: str, labels: dict[str, str] | None = None
     ) -> list[dict[str, Any]]:
+        if kind in self.forbidden:
+            raise ApiError(403, f"{kind} is forbidden")
         out = []
         for (k, ns, _), obj in self.objects.items():
             have = obj["metadata"].get("labels") or {}

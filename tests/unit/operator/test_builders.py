@@ -96,7 +96,9 @@ def test_training_gpu_resources_and_scheduling(owner: Owner, settings: OperatorS
         "sim.modelservice.dev/duration": "2s"
     }
     env = pod["containers"][0]["env"]
-    assert env == [{"name": "HOME", "value": "/home/x"}]
+    # The user's HOME replaces the operator's; the contract's variables stay.
+    assert [e for e in env if e["name"] == "HOME"] == [{"name": "HOME", "value": "/home/x"}]
+    assert env[-1] == {"name": "HOME", "value": "/home/x"}
 
 
 def test_deployment_gpu_probes_security_and_replicas(
@@ -117,8 +119,10 @@ def test_deployment_gpu_probes_security_and_replicas(
     ]
     assert c["ports"] == [
         {"name": "http", "containerPort": 8080, "protocol": "TCP"},
+        {"name": "grpc", "containerPort": 8081, "protocol": "TCP"},
         {"name": "metrics", "containerPort": 9090, "protocol": "TCP"},
     ]
+    assert "--grpc-port=8081" in c["args"]
     assert c["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
     assert c["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
     assert c["startupProbe"]["httpGet"]["path"] == "/v2/health/live"
@@ -172,8 +176,17 @@ def test_mig_resource(owner: Owner, settings: OperatorSettings) -> None:
 def test_service_and_url(owner: Owner) -> None:
     svc = build_service(owner)
     _owner_ref_ok(svc, owner)
-    assert svc["spec"]["ports"][0]["port"] == 8080
-    assert svc["spec"]["ports"][0]["name"] == "http"
+    assert svc["spec"]["ports"] == [
+        {"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP"},
+        {
+            "name": "grpc",
+            "port": 8081,
+            "targetPort": "grpc",
+            "protocol": "TCP",
+            "appProtocol": "kubernetes.io/h2c",
+        },
+        {"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"},
+    ]
     assert svc["spec"]["selector"] == {
         "modelservice.dev/name": "digits",
         "modelservice.dev/component": "predictor",
@@ -183,14 +196,15 @@ def test_service_and_url(owner: Owner) -> None:
     )
 
 
-def test_hpa_cpu_and_custom_metric(owner: Owner) -> None:
+def test_hpa_scales_on_cpu_only(owner: Owner) -> None:
     serving = ServingSpec.model_validate(
         {
             "minReplicas": 2,
             "maxReplicas": 6,
             "autoscaling": {
+                "metric": "concurrency",  # needs KEDA: the HPA still scales on CPU
                 "targetCPUUtilizationPercentage": 60,
-                "metric": {"name": "inflight_requests", "targetAverageValue": 4},
+                "scaleDownStabilizationSeconds": 30,
             },
         }
     )
@@ -200,12 +214,14 @@ def test_hpa_cpu_and_custom_metric(owner: Owner) -> None:
     spec = hpa["spec"]
     assert (spec["minReplicas"], spec["maxReplicas"]) == (2, 6)
     assert spec["scaleTargetRef"]["name"] == "digits-predictor"
-    cpu, pods = spec["metrics"]
+    (cpu,) = spec["metrics"]
     assert cpu["resource"]["target"] == {"type": "Utilization", "averageUtilization": 60}
-    assert pods["pods"]["metric"]["name"] == "inflight_requests"
-    assert pods["pods"]["target"] == {"type": "AverageValue", "averageValue": 4}
-    # maxReplicas defaults to minReplicas.
-    assert build_hpa(owner, ServingSpec(min_replicas=3))["spec"]["maxReplicas"] == 3
+    assert spec["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 30
+    # maxReplicas defaults to minReplicas; the CPU target to 80%.
+    plain = build_hpa(owner, ServingSpec(min_replicas=3))["spec"]
+    assert plain["maxReplicas"] == 3
+    assert plain["metrics"][0]["resource"]["target"]["averageUtilization"] == 80
+    assert "behavior" not in plain
 
 
 def test_pdb_only_above_one_replica(owner: Owner) -> None:

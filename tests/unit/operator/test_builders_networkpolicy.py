@@ -13,7 +13,7 @@ from modelservice_operator.settings import OperatorSettings
 
 pytestmark = pytest.mark.unit
 
-HTTP = [{"port": "http", "protocol": "TCP"}]
+HTTP = [{"port": "http", "protocol": "TCP"}, {"port": "grpc", "protocol": "TCP"}]
 METRICS = [{"port": "metrics", "protocol": "TCP"}]
 
 
@@ -101,3 +101,13 @@ def test_server_arguments_of_the_closed_endpoint(owner: Owner, settings: Operato
         "mountPath": "/var/run/secrets/modelservice/auth",
         "readOnly": True,
     } in container["volumeMounts"]
+
+
+def test_keda_scrapes_the_metrics_port_from_its_namespace(owner: Owner) -> None:
+    """A predictor KEDA scales admits KEDA's namespace on the metrics port, and only there."""
+    serving = ServingSpec.model_validate({"access": {"metricsNamespaces": ["monitoring"]}})
+    ingress = build_network_policy(owner, serving, ["keda"])["spec"]["ingress"]
+    assert ingress == [
+        {"from": [{"podSelector": {}}], "ports": HTTP},
+        {"from": [{"podSelector": {}}, _ns("keda"), _ns("monitoring")], "ports": METRICS},
+    ]

@@ -52,12 +52,36 @@ def test_serving_args_parse(
     parsed = serving_settings.parse(serving_settings.ServeSettings, container["args"][1:])
     assert str(parsed.model_dir) == "/models/v2"
     assert parsed.model_name == "digits"
-    assert parsed.port == container["ports"][0]["containerPort"]
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    assert parsed.port == ports["http"]
+    assert parsed.grpc_port == ports["grpc"]
     assert parsed.max_batch_size == 32
     assert (
         parsed.graceful_timeout_s + 5
         < deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
     )
+
+
+SLOW_CLIENT_LIMITS = (
+    "max_connections",
+    "max_in_flight",
+    "max_header_bytes",
+    "header_timeout_s",
+    "body_timeout_s",
+    "keep_alive_timeout_s",
+)
+
+
+def test_serving_args_state_the_servers_slow_client_defaults(
+    owner: Owner, spec: ModelServiceSpec, settings: OperatorSettings
+) -> None:
+    deployment = build_deployment(owner, spec.serving, 2, "/models/v2", None, settings)
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    parsed = serving_settings.parse(serving_settings.ServeSettings, args[1:])
+    fields = serving_settings.ServeSettings.model_fields
+    for name in SLOW_CLIENT_LIMITS:
+        assert any(arg.startswith("--" + name.replace("_", "-") + "=") for arg in args), name
+        assert getattr(parsed, name) == fields[name].default, name
 
 
 def test_serving_args_parse_for_a_remote_uri(

@@ -37,6 +37,7 @@ def _job(name: str, version: int, *, uid: str = UID, state: str | None = None) -
         "kind": "Job",
         "metadata": {
             "name": name,
+            "uid": f"job-{name}-{version}",
             "namespace": NS,
             "labels": {"modelservice.dev/name": "digits", "modelservice.dev/version": str(version)},
             "ownerReferences": [{"uid": uid, "controller": True}],
@@ -45,14 +46,16 @@ def _job(name: str, version: int, *, uid: str = UID, state: str | None = None) -
     }
 
 
-def _pod(job: str, result: dict[str, Any], phase: str = "Failed") -> dict[str, Any]:
+def _pod(job: dict[str, Any], result: dict[str, Any], phase: str = "Failed") -> dict[str, Any]:
     state = {"terminated": {"reason": "Error", "exitCode": 1, "message": json.dumps(result)}}
+    name = job["metadata"]["name"]
     return {
         "kind": "Pod",
         "metadata": {
-            "name": f"{job}-x",
+            "name": f"{name}-x",
             "namespace": NS,
-            "labels": {"job-name": job, "modelservice.dev/name": "digits"},
+            "labels": {"job-name": name, "modelservice.dev/name": "digits"},
+            "ownerReferences": [{"kind": "Job", "uid": job["metadata"]["uid"]}],
         },
         "status": {"phase": phase, "containerStatuses": [{"name": "train", "state": state}]},
     }
@@ -104,7 +107,8 @@ def test_taken_version_replaces_the_job_with_the_next_free_number(sample: dict[s
         "message": "output '/models/v1' already exists; versions are never overwritten",
         "highestVersion": 3,
     }
-    obs = _obs(spec, {}, Job=[_job(name, 1)], Pod=[_pod(name, taken)])
+    first = _job(name, 1)
+    obs = _obs(spec, {}, Job=[first], Pod=[_pod(first, taken)])
     plan = decide(obs, SETTINGS, NOW)
     assert [(d.kind, d.name, d.reason) for d in plan.deletes] == [("Job", name, "VersionTaken")]
     assert plan.status.highest_version == 3
@@ -117,9 +121,16 @@ def test_taken_version_replaces_the_job_with_the_next_free_number(sample: dict[s
     after = _obs(spec, plan.status.wire())
     (job,) = _writes(decide(after, SETTINGS, NOW), "Job")
     assert job["metadata"]["labels"]["modelservice.dev/version"] == "4"
+    # The replacement has the same name; the old Job's pods, still there, are not its own.
+    second = _job(name, 4)
+    left = _pod(first, taken)
+    plan = decide(_obs(spec, plan.status.wire(), Job=[second], Pod=[left]), SETTINGS, NOW)
+    assert plan.deletes == []
+    assert plan.status.training is not None
+    assert plan.status.training.version == 4
     # An older trainer without highestVersion: the message names the taken version.
     del taken["highestVersion"]
-    obs = _obs(spec, {}, Job=[_job(name, 1)], Pod=[_pod(name, taken)])
+    obs = _obs(spec, {}, Job=[first], Pod=[_pod(first, taken)])
     assert decide(obs, SETTINGS, NOW).status.highest_version == 1
 
 
@@ -274,3 +285,19 @@ def test_kept_store_claim_without_controller_is_used_not_adopted(sample: dict[st
     ready = next(c for c in plan.status.conditions if c.type == "Ready")
     assert ready.reason == "ChildConflict"
     assert "PersistentVolumeClaim digits-models" in ready.message
+
+
+def test_workers_get_their_names_before_their_job(sample: dict[str, Any]) -> None:
+    spec = copy.deepcopy(sample["spec"])
+    spec["training"]["workers"] = 3
+    plan = decide(_obs(spec), SETTINGS, NOW)
+    kinds = [(w.kind, w.name) for w in plan.writes if w.kind in ("Service", "Job")]
+    job = _current_job(spec)
+    assert kinds == [("Service", job), ("Job", job)]  # the headless Service first
+    # Once both exist nothing more is written for them; one worker needs no Service.
+    (service,) = [w.manifest for w in plan.writes if w.kind == "Service"]
+    service["metadata"]["ownerReferences"] = [{"uid": UID, "controller": True}]
+    again = decide(_obs(spec, Job=[_job(job, 1)], Service=[service]), SETTINGS, NOW)
+    assert [w for w in again.writes if w.kind in ("Service", "Job")] == []
+    single = decide(_obs(sample["spec"]), SETTINGS, NOW)
+    assert _writes(single, "Service") == []

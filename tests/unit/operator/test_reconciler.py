@@ -77,6 +77,7 @@ def finish_job(kube: FakeKube, accuracy: float | None, ok: bool = True) -> dict[
                 "name": job["metadata"]["name"] + "-abcde",
                 "namespace": NS,
                 "labels": {"job-name": job["metadata"]["name"], "modelservice.dev/name": "digits"},
+                "ownerReferences": [{"kind": "Job", "uid": job["metadata"]["uid"]}],
             },
             "status": {"phase": phase, "containerStatuses": [{"name": "train", "state": state}]},
         }
@@ -356,6 +357,7 @@ async def test_live_training_progress_reaches_status(kube: FakeKube) -> None:
                 "name": pod,
                 "namespace": NS,
                 "labels": {"job-name": job["metadata"]["name"], "modelservice.dev/name": "digits"},
+                "ownerReferences": [{"kind": "Job", "uid": job["metadata"]["uid"]}],
             },
             "status": {
                 "phase": "Running",

@@ -25,6 +25,7 @@ import uvicorn
 
 from modelservice_serving.app import create_app, serving_state
 from modelservice_serving.model import ServedModel, Tensors
+from modelservice_serving.server import protocol_options
 from modelservice_serving.settings import ServeSettings
 from modelservice_serving.state import ServingState
 
@@ -117,16 +118,17 @@ def running_server(
 
     settings = ServeSettings(
         model_dir=model_dir, model_name=MODEL_NAME, host="127.0.0.1", port=free_port(),
-        **overrides,
+        **{"grpc_port": 0, **overrides},
     )  # fmt: skip
     app = create_app(settings, loader=loader)
+    state = serving_state(app)
+    options = protocol_options(settings, state)  # the server's own connection guard
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=settings.port, log_level="warning")
+        uvicorn.Config(app, host="127.0.0.1", port=settings.port, log_level="warning", **options)
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{settings.port}"
-    state = serving_state(app)
     deadline = time.monotonic() + 30
     while not server.started or (wait_ready and not state.ready):
         assert time.monotonic() < deadline, "server did not start"

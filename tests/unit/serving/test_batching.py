@@ -75,3 +75,36 @@ async def test_live_before_ready_until_the_model_is_loaded(server_factory: Any) 
                 await asyncio.sleep(0.05)
             assert (await http.get("/v2/health/ready")).status_code == 200
             assert (await http.post(V1, json={"instances": [ROW]})).status_code == 200
+
+
+async def test_inflight_gauge_counts_inference_requests_until_answered(
+    server_factory: Any,
+) -> None:
+    # A long batch window holds the requests in the queue: all are in flight at once, the
+    # scrapes themselves (GET /metrics) are not, and the gauge returns to 0 once answered.
+    with server_factory(max_batch_size=64, max_latency_ms=3000) as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+            pending = [
+                asyncio.create_task(http.post(V1, json={"instances": [ROW]})) for _ in range(7)
+            ]
+            v2 = asyncio.create_task(
+                http.post(
+                    f"/v2/models/{MODEL_NAME}/infer",
+                    json={
+                        "inputs": [
+                            {"name": "inputs", "datatype": "FP32", "shape": [1, 64], "data": ROW}
+                        ]
+                    },
+                )
+            )
+            seen = ""
+            for _ in range(200):
+                seen = (await http.get("/metrics")).text
+                if "modelservice_inflight_requests 8.0" in seen:
+                    break
+                await asyncio.sleep(0.01)
+            assert "modelservice_inflight_requests 8.0" in seen
+            responses = await asyncio.gather(*pending, v2)
+            after = (await http.get("/metrics")).text
+        assert [r.status_code for r in responses] == [200] * 8
+        assert "modelservice_inflight_requests 0.0" in after

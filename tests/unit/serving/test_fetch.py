@@ -132,7 +132,8 @@ def test_exactly_one_model_source() -> None:
 def _serve(args: list[str]) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "modelservice_serving", "serve", "--model-name", MODEL_NAME,
-         "--host", "127.0.0.1", "--download-allow-networks", LOOPBACK, *args],
+         "--host", "127.0.0.1", "--grpc-port", "0", "--download-allow-networks", LOOPBACK,
+         *args],
         env=serving_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
 

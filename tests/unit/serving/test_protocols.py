@@ -139,7 +139,7 @@ BAD_INPUT = [
     ("v2 strings", V2, _v2(data=["x"] * 64), 422, "strings"),
     ("v2 data is an object", V2, _v2(data={"a": 1}), 422, "must hold numbers"),
     ("v2 datatype not a string", V2, _v2(datatype=5), 422, "datatype 5"),
-    ("v2 float shape", V2, _v2(shape=[1.0, 64]), 400, "'shape'"),
+    ("v2 fractional shape", V2, _v2(shape=[1.5, 64]), 400, "'shape'"),
     ("v2 inputs not objects", V2, {"inputs": [1]}, 400, "inputs[0] must be an object"),
     ("v2 input twice", V2, {"inputs": _v2()["inputs"] * 2}, 422, "given twice"),
     ("v2 unknown model", "/v2/models/nope/infer", _v2(), 404, "'nope'"),

@@ -26,7 +26,7 @@ async def test_sigterm_fails_no_in_flight_request(trained_model: TrainedModel) -
         [
             sys.executable, "-m", "modelservice_serving", "serve",
             "--model-dir", str(trained_model.model_dir), "--model-name", MODEL_NAME,
-            "--host", "127.0.0.1", "--port", str(port),
+            "--host", "127.0.0.1", "--port", str(port), "--grpc-port", "0",
             "--max-batch-size", "64", "--max-latency-ms", "4000", "--drain-delay-s", "0.5",
         ],
         env=serving_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -72,7 +72,7 @@ async def test_sigterm_fails_no_in_flight_request(trained_model: TrainedModel) -
 def test_a_model_that_cannot_load_exits_non_zero(tmp_path: Path) -> None:
     completed = subprocess.run(
         [sys.executable, "-m", "modelservice_serving", "serve", "--model-dir", str(tmp_path),
-         "--host", "127.0.0.1", "--port", str(free_port())],
+         "--host", "127.0.0.1", "--port", str(free_port()), "--grpc-port", "0"],
         env=serving_env(), capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert completed.returncode == 1

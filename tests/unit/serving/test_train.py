@@ -13,6 +13,7 @@ import pytest
 from modelservice_serving.__main__ import main
 from modelservice_serving.train import distribution, pipeline
 from modelservice_serving.train.output import version_from_dir
+from modelservice_serving.train.scaling import RANGE_SHARE, fit_scaling
 
 from .conftest import TRAIN_EPOCHS, TrainedModel
 
@@ -204,3 +205,95 @@ def test_same_seed_same_model(tmp_path: Path) -> None:
         assert code == 0, message
         results.append(message["metrics"])
     assert results[0] == results[1]
+
+
+# ---------------------------------------------------------------- scaling of the features
+
+
+def test_scaling_floors_constant_and_rare_features() -> None:
+    rng = np.random.default_rng(0)
+    rows = 1000
+    normal = rng.normal(5.0, 2.0, rows)
+    rare = np.zeros(rows)
+    rare[:3] = 16.0  # set in 0.3% of the rows: its deviation is about 0.9
+    features = np.column_stack([normal, np.zeros(rows), np.full(rows, 7.0), rare])
+    fitted = fit_scaling(features)
+    std = np.sqrt(fitted.variance)
+    assert fitted.constant.tolist() == [False, True, True, False]
+    assert std[0] == pytest.approx(features[:, 0].std(), rel=1e-5)  # untouched
+    # Constant features take the typical range of the others: a value inside the data's
+    # overall range moves the scaled input by a few units, not by millions.
+    typical = np.median([np.ptp(normal), np.ptp(rare)])
+    assert std[1] == pytest.approx(typical)
+    assert std[2] == pytest.approx(typical)
+    assert std[3] == pytest.approx(RANGE_SHARE * 16.0)
+    assert np.all((16.0 - fitted.mean) / std < 20)
+
+
+def _probabilities(model_dir: Path, rows: np.ndarray) -> np.ndarray:
+    import tensorflow as tf
+
+    signature = tf.saved_model.load(str(model_dir)).signatures["serve"]
+    return np.asarray(signature(inputs=tf.constant(rows, dtype=tf.float32))["output_0"])
+
+
+def _last_epoch(stdout: str) -> dict[str, Any]:
+    lines = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+    return [line for line in lines if line["event"] == "epoch"][-1]
+
+
+def test_digits_test_loss_matches_validation_loss(trained_model: TrainedModel) -> None:
+    """The loss gate means something: test loss within 20% of the validation loss."""
+    test_loss = trained_model.termination_message["metrics"]["loss"]
+    val_loss = _last_epoch(trained_model.stdout)["val_loss"]
+    assert test_loss == pytest.approx(val_loss, rel=0.2)
+
+
+def test_digits_constant_pixels_do_not_saturate(trained_model: TrainedModel) -> None:
+    """A pixel that never varies in training, set to 16 (the data's maximum), moves the
+    answer a little, and never to an exact one-hot."""
+    from sklearn.datasets import load_digits
+
+    images = load_digits().data.astype(np.float32)
+    constant = np.flatnonzero(np.ptp(images, axis=0) == 0)
+    assert len(constant) >= 3  # the quirk is there to be handled
+    sample = images[::9]
+    before = _probabilities(trained_model.model_dir, sample)
+    changed = sample.copy()
+    changed[:, constant] = 16.0
+    after = _probabilities(trained_model.model_dir, changed)
+    assert np.all(np.isfinite(after))
+    saturated = after.max(axis=1) >= 1.0 - 1e-6
+    assert not np.any(saturated & (before.max(axis=1) < 0.999))
+    assert np.mean(after.argmax(axis=1) == before.argmax(axis=1)) > 0.8
+
+
+def test_csv_with_constant_columns_trains_a_sane_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Constant and almost-constant columns: the test loss tracks the validation loss, and
+    values of the training range in those columns leave the answer unsaturated."""
+    rng = np.random.default_rng(5)
+    rows = 600
+    kinds = rng.integers(3, size=rows)
+    signal = kinds[:, None] * 2.0 + rng.normal(0, 0.8, size=(rows, 2))
+    rare = np.where(rng.random(rows) < 0.01, 10.0, 0.0)
+    table = np.column_stack([signal, np.zeros(rows), np.full(rows, 3.0), rare, kinds])
+    data = tmp_path / "constant.csv"
+    lines = [",".join(f"{value:g}" for value in row) for row in table]
+    data.write_text("a,b,zero,three,rare,label\n" + "\n".join(lines) + "\n")
+    code, message = _train(
+        tmp_path,
+        "--dataset", str(data), "--hidden-units", "16", "--epochs", "15", "--seed", "2",
+        "--output", str(tmp_path / "v1"),
+    )  # fmt: skip
+    assert code == 0, message
+    assert message["metrics"]["accuracy"] > 0.8
+    val_loss = _last_epoch(capsys.readouterr().out)["val_loss"]
+    assert message["metrics"]["loss"] == pytest.approx(val_loss, rel=0.2)
+    probe = table[:50, :5].astype(np.float32)
+    before = _probabilities(tmp_path / "v1", probe)
+    probe[:, 2:5] = 10.0  # inside the training range of the whole table (0..10)
+    after = _probabilities(tmp_path / "v1", probe)
+    assert np.all(after.max(axis=1) < 1.0 - 1e-6)
+    assert np.abs(after - before).max() < 0.9

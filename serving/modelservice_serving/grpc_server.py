@@ -1,0 +1,64 @@
+"""The gRPC listener beside the HTTP one, on ``--grpc-port``, in the same event loop.
+
+It serves the Open Inference Protocol (:mod:`.protocol_grpc`) and gRPC health checking
+(:mod:`.health_grpc`, for ``grpc`` probes).
+
+The app's lifespan starts it before the model loads (so ServerLive answers at once) and
+stops it on shutdown before the batcher drains: in-flight RPCs finish within the graceful
+timeout, new ones are refused.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+
+from . import health_grpc, protocol_grpc
+from .state import ServingState
+
+log = logging.getLogger(__name__)
+
+
+class GrpcListener:
+    """Owns the ``grpc.aio`` server serving :mod:`.protocol_grpc` for one app."""
+
+    def __init__(self, state: ServingState) -> None:
+        self.state = state
+        self._server: grpc.aio.Server | None = None
+
+    async def start(self) -> int:
+        """Binds and starts; returns the bound port (``--grpc-port=0`` picks a free one)."""
+        settings = self.state.settings
+        server = grpc.aio.server(
+            options=[
+                # grpcio shares a port with any other process that binds it (SO_REUSEPORT)
+                # unless told not to: a second server on the port must fail, not split traffic.
+                ("grpc.so_reuseport", 0),
+                # The same bound on a request as the HTTP side's body limit.
+                ("grpc.max_receive_message_length", settings.max_body_bytes),
+            ],
+        )
+        server.add_generic_rpc_handlers(
+            (
+                grpc.method_handlers_generic_handler(
+                    protocol_grpc.SERVICE, protocol_grpc.method_handlers(self.state)
+                ),
+                grpc.method_handlers_generic_handler(
+                    health_grpc.SERVICE, health_grpc.method_handlers(self.state)
+                ),
+            )
+        )
+        host = f"[{settings.host}]" if ":" in settings.host else settings.host
+        port = server.add_insecure_port(f"{host}:{settings.grpc_port}")
+        await server.start()
+        self._server = server
+        self.state.grpc_port = port
+        log.info("grpc listening", extra={"port": port})
+        return port
+
+    async def stop(self, grace_s: float) -> None:
+        """Refuses new RPCs and lets running ones finish for up to ``grace_s``."""
+        if self._server is not None:
+            await self._server.stop(grace_s)
+            self._server = None
