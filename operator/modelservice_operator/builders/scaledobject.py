@@ -2,7 +2,7 @@
 
 KEDA's ``metrics-api`` scaler with ``format: prometheus`` and
 ``aggregateFromKubeServiceEndpoints`` reads each ready endpoint of the predictor Service
-(its EndpointSlices) at ``/metrics`` and sums one gauge; the HPA that KEDA makes divides the
+(its EndpointSlices) at ``/metrics`` on the metrics port (9090) and sums one gauge; the HPA that KEDA makes divides the
 sum by the replicas (``AverageValue``) and compares it with the per-pod target. No Prometheus
 server and no metrics adapter of our own are needed. KEDA's HPA alone owns ``replicas``.
 """
@@ -14,7 +14,7 @@ from typing import Any
 from ..models import AutoscalingMetric, ServingSpec
 from ..names import predictor_name
 from .common import Owner, predictor_child
-from .deployment import HTTP_PORT
+from .deployment import METRICS_PORT
 
 __all__ = ["METRIC_GAUGES", "POLLING_INTERVAL_S", "build_scaled_object"]
 
@@ -47,8 +47,10 @@ def build_scaled_object(
                 "name": metric.lower(),
                 "metricType": "AverageValue",
                 "metadata": {
-                    # The port must be the pod's (KEDA matches it in the EndpointSlices).
-                    "url": f"http://{host}:{HTTP_PORT}/metrics",
+                    # The pod's metrics port (serve --metrics-port), which KEDA matches in the
+                    # Service's EndpointSlices; a NetworkPolicy must admit KEDA there
+                    # (spec.serving.access: metrics scrapers).
+                    "url": f"http://{host}:{METRICS_PORT}/metrics",
                     "format": "prometheus",
                     "valueLocation": METRIC_GAUGES[metric],
                     "aggregateFromKubeServiceEndpoints": "true",

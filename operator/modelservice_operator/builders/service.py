@@ -1,4 +1,8 @@
-"""The predictor Service: a ClusterIP on port 8080 named ``http``."""
+"""The predictor Service: a ClusterIP on port 8080 named ``http``, and ``metrics`` (9090).
+
+The metrics port is listed so that the Service's EndpointSlices carry it: KEDA's metrics-api
+scaler finds every pod to scrape through them, by that port.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ from typing import Any
 
 from ..names import predictor_name, predictor_selector
 from .common import Owner, predictor_child
-from .deployment import HTTP_PORT
+from .deployment import HTTP_PORT, METRICS_PORT, METRICS_PORT_NAME
 
 __all__ = ["build_service", "service_url"]
 
@@ -22,6 +26,14 @@ def build_service(owner: Owner) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "type": "ClusterIP",
         "selector": predictor_selector(owner.name),
-        "ports": [{"name": "http", "port": HTTP_PORT, "targetPort": "http", "protocol": "TCP"}],
+        "ports": [
+            {"name": "http", "port": HTTP_PORT, "targetPort": "http", "protocol": "TCP"},
+            {
+                "name": METRICS_PORT_NAME,
+                "port": METRICS_PORT,
+                "targetPort": METRICS_PORT_NAME,
+                "protocol": "TCP",
+            },
+        ],
     }
     return predictor_child(owner, "v1", "Service", spec)

@@ -115,7 +115,7 @@ def test_scaled_object_scrapes_every_predictor_pod(owner: Owner) -> None:
     (trigger,) = body["triggers"]
     assert (trigger["type"], trigger["metricType"]) == ("metrics-api", "AverageValue")
     assert trigger["metadata"] == {
-        "url": "http://digits-predictor.ml.svc.cluster.local:8080/metrics",
+        "url": "http://digits-predictor.ml.svc.cluster.local:9090/metrics",
         "format": "prometheus",
         "valueLocation": "modelservice_inflight_requests",
         "aggregateFromKubeServiceEndpoints": "true",

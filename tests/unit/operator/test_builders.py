@@ -176,6 +176,13 @@ def test_service_and_url(owner: Owner) -> None:
     _owner_ref_ok(svc, owner)
     assert svc["spec"]["ports"][0]["port"] == 8080
     assert svc["spec"]["ports"][0]["name"] == "http"
+    # The metrics port too: KEDA finds the pods to scrape by it in the EndpointSlices.
+    assert svc["spec"]["ports"][1] == {
+        "name": "metrics",
+        "port": 9090,
+        "targetPort": "metrics",
+        "protocol": "TCP",
+    }
     assert svc["spec"]["selector"] == {
         "modelservice.dev/name": "digits",
         "modelservice.dev/component": "predictor",
