@@ -168,6 +168,8 @@ def instance_types(nodes: Sequence[GPUNode]) -> list[dict[str, object]]:
                     "cpu": node.cpu,
                     "memory": node.memory,
                     "pods": "110",
+                    # Child pods request it (as on the static simulated nodes).
+                    "ephemeral-storage": "200Gi",
                     node.gpu_resource: str(node.gpu_count),
                 },
             }
