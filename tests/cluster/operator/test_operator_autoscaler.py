@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kubernetes_asyncio import client, config
 from opharness import OperatorProcess, apply, sample_manifest
 
 from kubeharness import KubeCluster, wait_for
-from modelservice_operator.kube import connect
+from modelservice_operator.kube import Kube
 
 SCALED_OBJECTS_CRD = "scaledobjects.keda.sh"
 
@@ -101,13 +102,13 @@ def test_keda_served_makes_a_scaled_object_and_no_hpa(
     assert (status["reason"], status["metric"], status["target"]) == ("CPUMetric", "cpu", "80%")
 
 
-def test_discovery_tells_served_from_absent(
-    keda_api: KubeCluster, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("KUBECONFIG", str(keda_api.kubeconfig))
-
+def test_discovery_tells_served_from_absent(keda_api: KubeCluster) -> None:
     async def probe() -> tuple[bool, bool]:
-        kube = await connect()
+        configuration = client.Configuration()
+        await config.load_kube_config(
+            config_file=str(keda_api.kubeconfig), client_configuration=configuration
+        )
+        kube = Kube(client.ApiClient(configuration))
         try:
             return (
                 await kube.serves("keda.sh/v1alpha1", "scaledobjects"),
