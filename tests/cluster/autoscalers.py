@@ -11,7 +11,8 @@
   product's label and the GPU taint, so GPU pods land on nodes like the static ones; the
   instance types (``karpenter-instance-types.json``) mirror the static nodes' shapes.
 
-``MSO_AUTOSCALERS=0`` leaves both out. Only the standard library is used.
+``MSO_AUTOSCALERS`` chooses them: Karpenter by default, ``all`` adds KEDA, ``0`` neither.
+Only the standard library is used.
 """
 
 from __future__ import annotations
@@ -49,9 +50,39 @@ class GPUNode(Protocol):
     def gpu_product(self) -> str | None: ...
 
 
+# KEDA is opt-in until its cold build (far over 15 min on a loaded 2-core machine, never
+# finished in the session that wrote this) and its start are proven inside CI's budget;
+# Karpenter (about 11 min cold, cached) runs by default.
+DEFAULT_PARTS = ("karpenter",)
+KEDA_OPT_IN = (
+    "KEDA is opt-in (MSO_AUTOSCALERS=all): its cold build does not yet fit CI's budget "
+    "(docs/autoscaling.md)"
+)
+
+
+def wanted_parts() -> tuple[str, ...]:
+    """The autoscalers ``make cluster`` runs, from ``MSO_AUTOSCALERS``.
+
+    Unset: Karpenter only; ``0`` (or false, no): none; ``1`` or ``all``: KEDA and Karpenter;
+    otherwise a comma-separated list of ``keda`` and ``karpenter``.
+    """
+    value = os.environ.get("MSO_AUTOSCALERS", "").strip().lower()
+    if not value:
+        return DEFAULT_PARTS
+    if value in ("0", "false", "no"):
+        return ()
+    if value in ("1", "all", "true", "yes"):
+        return tuple(PARTS)
+    parts = tuple(part.strip() for part in value.split(",") if part.strip())
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown:
+        raise SystemExit(f"MSO_AUTOSCALERS: unknown {unknown}; known: {sorted(PARTS)}")
+    return parts
+
+
 def wanted() -> bool:
-    """Whether ``make cluster`` runs the autoscalers (``MSO_AUTOSCALERS=0`` leaves them out)."""
-    return os.environ.get("MSO_AUTOSCALERS", "1").lower() not in ("0", "false", "no")
+    """Whether ``make cluster`` runs any autoscaler (``MSO_AUTOSCALERS=0`` leaves them out)."""
+    return bool(wanted_parts())
 
 
 PARTS: dict[str, tuple[str, ...]] = {
@@ -168,6 +199,8 @@ def instance_types(nodes: Sequence[GPUNode]) -> list[dict[str, object]]:
                     "cpu": node.cpu,
                     "memory": node.memory,
                     "pods": "110",
+                    # Child pods request it (as on the static simulated nodes).
+                    "ephemeral-storage": "200Gi",
                     node.gpu_resource: str(node.gpu_count),
                 },
             }

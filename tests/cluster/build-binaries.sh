@@ -11,7 +11,8 @@
 # --real-node, so a kwok-only cluster never pays for them.
 #
 # The autoscalers (KEDA's operator and metrics API server, Karpenter's kwok
-# provider) are built only with --autoscalers. Their versions are stamped in
+# provider) are built only with --autoscalers (both), --keda or --karpenter.
+# Their versions are stamped in
 # files beside the binaries (like metrics-server), so a new version rebuilds
 # only that part and never the control plane.
 #
@@ -30,12 +31,15 @@ out="$cache_root/cluster/$key"
 bin="$out/bin"
 mkdir -p "$bin"
 real_node=false
-autoscalers=false
+keda=false
+karpenter=false
 for arg in "$@"; do
   case $arg in
     --real-node) real_node=true ;;
-    --autoscalers) autoscalers=true ;;
-    *) echo "usage: $0 [--real-node] [--autoscalers]" >&2; exit 2 ;;
+    --autoscalers) keda=true; karpenter=true ;;
+    --keda) keda=true ;;
+    --karpenter) karpenter=true ;;
+    *) echo "usage: $0 [--real-node] [--autoscalers | --keda | --karpenter]" >&2; exit 2 ;;
   esac
 done
 log() { echo "[build-binaries] $*" >&2; }
@@ -165,6 +169,16 @@ build_crictl() {
 
 stamped() { have "$1" && [ "$(cat "$bin/$1.version" 2>/dev/null)" = "$2" ]; }
 
+keda_config() {
+  # KEDA's CRDs and manifests (keda-config/): the ScaledObject API can be served for the
+  # operator's tests without KEDA running. A module download, no build.
+  [ -d "$out/keda-config" ] && return 0
+  local src
+  src=$(cd "$out" && go mod download -json "github.com/kedacore/keda/v2@${KEDA_VERSION}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
+  cp -r "$src/config" "$out/keda-config"
+  chmod -R u+w "$out/keda-config"
+}
+
 build_keda() {
   # keda (operator) and keda-adapter (the metrics API server behind
   # external.metrics.k8s.io); the admission webhooks are not needed. The CRDs
@@ -230,6 +244,7 @@ build_kwok
 build_kubernetes
 $real_node && build_metrics_server
 $real_node && build_crictl
-$autoscalers && build_karpenter
-$autoscalers && build_keda
+$karpenter && build_karpenter
+if $karpenter || $keda; then keda_config; fi
+$keda && build_keda
 echo "$bin"

@@ -90,10 +90,10 @@ def run(*args: str | Path, **kwargs: object) -> subprocess.CompletedProcess[str]
 # ---------------------------------------------------------------- binaries
 
 
-def build_binaries(real_node: bool = False, with_autoscalers: bool = False) -> Path:
+def build_binaries(real_node: bool = False, autoscaler_parts: tuple[str, ...] = ()) -> Path:
     """Build (or find in the cache) the pinned binaries; return their folder."""
     extra = ["--real-node"] if real_node else []
-    extra += ["--autoscalers"] if with_autoscalers else []
+    extra += [f"--{part}" for part in autoscaler_parts]
     result = run("bash", HERE / "build-binaries.sh", *extra, stdout=subprocess.PIPE)
     return Path(result.stdout.strip().splitlines()[-1])
 
@@ -350,7 +350,7 @@ def up() -> None:
     reason = realnode.unavailable_reason(STATE_DIR)
     if reason:
         log(f"no real node: {reason}; the simulated nodes work without it")
-    bins = build_binaries(real_node=reason is None, with_autoscalers=autoscalers.wanted())
+    bins = build_binaries(real_node=reason is None, autoscaler_parts=autoscalers.wanted_parts())
     log(f"binaries: {bins}")
     start_cluster(bins, None if reason else realnode.host_ip(), reason)
     if autoscalers.wanted():
@@ -682,7 +682,7 @@ def start_autoscalers(bins: Path) -> None:
     node = state.get("real_node")
     ip = str(node["ip"]) if isinstance(node, dict) else realnode.host_ip()
     kubectl = [str(bins / "kubectl"), "--kubeconfig", str(STATE_DIR / "kubeconfig")]
-    for part in autoscalers.PARTS:
+    for part in autoscalers.wanted_parts():
         names = {"keda": ("keda", "keda-adapter"), "karpenter": ("karpenter",)}[part]
         if all(n in pids and alive(int(pids[n])) for n in names):
             continue

@@ -95,11 +95,14 @@ def build_operator_image(tag: str = OPERATOR_IMAGE) -> str:
         shutil.copytree(
             REPO / "operator", root / "operator", ignore=shutil.ignore_patterns("__pycache__")
         )
-        # The operator imports the serving package's contract module, and only that.
-        contract_dir = root / "serving" / "modelservice_serving"
-        contract_dir.mkdir(parents=True)
-        for name in ("__init__.py", "contract.py", "py.typed"):
-            shutil.copy(REPO / "serving" / "modelservice_serving" / name, contract_dir)
+        # Of the serving package, the files the operator's image takes (its contract and URL
+        # redaction): those its build-context ignore file lets in, so the two never disagree.
+        ignore = (REPO / "operator" / "Dockerfile.dockerignore").read_text().splitlines()
+        for line in ignore:
+            if line.startswith("!serving/"):
+                target = root / line[1:]
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(REPO / line[1:], target)
         subprocess.run(
             [
                 *("docker", "build", "-q", "--network", "host", "-f", "operator/Dockerfile"),

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import autoscalers
 import pytest
 import realnode_workloads as rw
 
@@ -40,6 +41,8 @@ TIMELINE = Path(
 @pytest.fixture(scope="module")
 def keda_namespace(kube_cluster: KubeCluster, real_images: tuple[str, str]) -> Iterator[str]:
     """A namespace watched by an operator with KEDA enabled (KEDA must run in the cluster)."""
+    if "keda" not in autoscalers.wanted_parts():
+        pytest.skip(autoscalers.KEDA_OPT_IN)
     available = kube_cluster.kubectl(
         "get",
         "apiservice",

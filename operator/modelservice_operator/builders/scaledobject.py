@@ -2,9 +2,10 @@
 
 KEDA's ``metrics-api`` scaler with ``format: prometheus`` and
 ``aggregateFromKubeServiceEndpoints`` reads each ready endpoint of the predictor Service
-(its EndpointSlices) at ``/metrics`` and sums one gauge; the HPA that KEDA makes divides the
-sum by the replicas (``AverageValue``) and compares it with the per-pod target. No Prometheus
-server and no metrics adapter of our own are needed. KEDA's HPA alone owns ``replicas``.
+(its EndpointSlices) at ``/metrics`` on the metrics port (9090) and sums one gauge; the HPA
+that KEDA makes divides the sum by the replicas (``AverageValue``) and compares it with the
+per-pod target. No Prometheus server and no metrics adapter of our own are needed. KEDA's
+HPA alone owns ``replicas``.
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ def build_scaled_object(
                 "name": metric.lower(),
                 "metricType": "AverageValue",
                 "metadata": {
-                    # The port must be the pod's (KEDA matches it in the EndpointSlices).
+                    # The pod's metrics port (serve --metrics-port), which KEDA matches in the
+                    # Service's EndpointSlices; the NetworkPolicy admits KEDA's namespace there.
                     "url": f"http://{host}:{METRICS_PORT}/metrics",
                     "format": "prometheus",
                     "valueLocation": METRIC_GAUGES[metric],

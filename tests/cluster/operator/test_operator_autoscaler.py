@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import autoscalers
 import pytest
+from kubernetes_asyncio import client, config
 from opharness import OperatorProcess, apply, sample_manifest
 
 from kubeharness import KubeCluster, wait_for
-from modelservice_operator.kube import connect
+from modelservice_operator.kube import Kube
 
 SCALED_OBJECTS_CRD = "scaledobjects.keda.sh"
 
@@ -101,13 +102,13 @@ def test_keda_served_makes_a_scaled_object_and_no_hpa(
     assert (status["reason"], status["metric"], status["target"]) == ("CPUMetric", "cpu", "80%")
 
 
-def test_discovery_tells_served_from_absent(
-    keda_api: KubeCluster, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("KUBECONFIG", str(keda_api.kubeconfig))
-
+def test_discovery_tells_served_from_absent(keda_api: KubeCluster) -> None:
     async def probe() -> tuple[bool, bool]:
-        kube = await connect()
+        configuration = client.Configuration()
+        await config.load_kube_config(
+            config_file=str(keda_api.kubeconfig), client_configuration=configuration
+        )
+        kube = Kube(client.ApiClient(configuration))
         try:
             return (
                 await kube.serves("keda.sh/v1alpha1", "scaledobjects"),
@@ -122,8 +123,8 @@ def test_discovery_tells_served_from_absent(
 @pytest.fixture(scope="module")
 def keda_running(kube_cluster: KubeCluster) -> KubeCluster:
     """KEDA's operator and metrics API server run here (``make cluster`` starts them)."""
-    if os.environ.get("MSO_AUTOSCALERS", "1") == "0":
-        pytest.skip("MSO_AUTOSCALERS=0: the cluster runs without KEDA, by request")
+    if "keda" not in autoscalers.wanted_parts():
+        pytest.skip(autoscalers.KEDA_OPT_IN)
     state_file = Path(kube_cluster.kubeconfig).parent / "state.json"
     state: dict[str, Any] = json.loads(state_file.read_text()) if state_file.is_file() else {}
     pids = (state.get("autoscalers") or {}).get("pids") or {}

@@ -64,7 +64,7 @@ def test_sigkill_the_leader_while_creating_the_standby_takes_over_without_duplic
             for index in range(COUNT):
                 manifest = sample_manifest(accuracy=0.97)
                 manifest["metadata"]["name"] = f"ha-{index}"
-                manifest["spec"]["training"]["podAnnotations"] = sim_success(0.97, "2s")
+                manifest["spec"]["training"]["podAnnotations"] = sim_success(0.97, duration="2s")
                 # Tiny CPU pods: every one fits, whatever else the cluster runs.
                 tiny = {"requests": {"cpu": "10m", "memory": "16Mi"}}
                 manifest["spec"]["training"]["resources"] = tiny
