@@ -51,7 +51,16 @@ def real_namespace(kube_cluster: KubeCluster, real_images: tuple[str, str]) -> I
     namespace, system, release = f"real-{suffix}", f"real-{suffix}-system", f"mso-{suffix}"
     kube_cluster.kubectl("create", "namespace", namespace)
     try:
-        rw.install_operator(kube_cluster, release, system, [namespace], real_images[0])
+        rw.install_operator(
+            kube_cluster,
+            release,
+            system,
+            [namespace],
+            real_images[0],
+            # The chart's admission policy refuses spec.training.image by default; an admin
+            # allows the CNN sample's own image (tests/e2e/test_training_real_node.py).
+            admissionPolicy={"trainingImagePrefixes": ["digits-cnn:"]},
+        )
     except Exception:
         print(kube_cluster.kubectl("describe", "pods", "-n", system, check=False))
         raise
