@@ -48,8 +48,24 @@ INITIAL_REPLICAS_MANAGER = f"{MANAGED_BY}-initial-replicas"
 PRUNABLE = ("PodDisruptionBudget", "HorizontalPodAutoscaler", "ScaledObject")
 
 
+class _Named:
+    """A manifest's kind and name, for a value holding ``manifest``."""
+
+    manifest: dict[str, Any]
+
+    @property
+    def kind(self) -> str:
+        """The object's kind."""
+        return str(self.manifest["kind"])
+
+    @property
+    def name(self) -> str:
+        """The object's name."""
+        return str(self.manifest["metadata"]["name"])
+
+
 @dataclass(frozen=True)
-class Child:
+class Child(_Named):
     """One desired child.
 
     ``mutable=False``: created once, never re-applied (Job, PVC). ``usable_unowned``: an
@@ -61,35 +77,15 @@ class Child:
     mutable: bool = True
     usable_unowned: bool = False
 
-    @property
-    def kind(self) -> str:
-        """The child's kind."""
-        return str(self.manifest["kind"])
-
-    @property
-    def name(self) -> str:
-        """The child's name."""
-        return str(self.manifest["metadata"]["name"])
-
 
 @dataclass(frozen=True)
-class Write:
+class Write(_Named):
     """One server-side apply."""
 
     manifest: dict[str, Any]
     force: bool
     creates: bool
     manager: str = MANAGED_BY
-
-    @property
-    def kind(self) -> str:
-        """The child's kind."""
-        return str(self.manifest["kind"])
-
-    @property
-    def name(self) -> str:
-        """The child's name."""
-        return str(self.manifest["metadata"]["name"])
 
 
 def desired_serving(

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from opharness import CRD, OperatorProcess
+from opharness import CRD, OperatorProcess, free_port
 
 from kubeharness import KubeCluster, wait_for
 
@@ -57,3 +57,17 @@ def shared_namespace(crd: KubeCluster) -> Iterator[str]:
     crd.kubectl("create", "namespace", name)
     yield name
     crd.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture
+def metered(
+    crd: KubeCluster, namespace: str, tmp_path: Path
+) -> Iterator[tuple[OperatorProcess, int]]:
+    """The operator with its Prometheus /metrics on a free port."""
+    port = free_port()
+    op = OperatorProcess(
+        crd, namespace, tmp_path, extra_env={"MSO_OPERATOR_METRICS_PORT": str(port)}
+    )
+    op.start()
+    yield op, port
+    op.stop()

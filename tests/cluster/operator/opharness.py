@@ -11,9 +11,11 @@ import copy
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -208,3 +210,21 @@ def wait_until(what: str, check: Any, timeout: float = 60) -> Any:
 def now() -> float:
     """Monotonic seconds."""
     return time.monotonic()
+
+
+def free_port() -> int:
+    """A free loopback TCP port."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def scrape_metrics(port: int) -> str | None:
+    """The operator's Prometheus text on ``port``, None while it does not answer."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            body: bytes = resp.read()
+    except OSError:
+        return None
+    return body.decode()

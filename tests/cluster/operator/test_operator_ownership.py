@@ -13,17 +13,10 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import time
-import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
-from opharness import MS, OperatorProcess, apply, sample_manifest, wait_until
-
-from kubeharness import KubeCluster
+from opharness import MS, OperatorProcess, apply, sample_manifest, scrape_metrics, wait_until
 
 
 def _version(obj: dict[str, Any]) -> int:
@@ -148,34 +141,14 @@ def test_foreign_namesake_is_a_conflict_until_it_goes(
 WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture
-def metered(
-    crd: KubeCluster, namespace: str, tmp_path: Path
-) -> Iterator[tuple[OperatorProcess, int]]:
-    """The operator with its Prometheus /metrics on a free port."""
-    port = _free_port()
-    op = OperatorProcess(
-        crd, namespace, tmp_path, extra_env={"MSO_OPERATOR_METRICS_PORT": str(port)}
-    )
-    op.start()
-    yield op, port
-    op.stop()
-
-
 def _operator_writes(port: int) -> float:
     """Every write the operator's reconciler sent to the API server, by its own counter.
 
     The API server's ``apiserver_request_total`` has no namespace: other tests' cleanups and
     the controllers would be counted too, so the operator's counter is the exact one.
     """
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-        text = response.read().decode()
+    text = scrape_metrics(port)
+    assert text is not None, "the operator's /metrics does not answer"
     total = 0.0
     for line in text.splitlines():
         if line.startswith("modelservice_operator_api_requests_total{"):
