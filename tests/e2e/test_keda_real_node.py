@@ -19,11 +19,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import autoscalers
 import pytest
-import realnode_workloads as rw
 
-from kubeharness import KubeCluster, wait_for
+from localcluster import addons
+from localcluster import workloads as rw
+from localcluster.kubectl import KubeCluster, wait_for
 
 pytestmark = pytest.mark.timeout(1800)
 
@@ -41,8 +41,8 @@ TIMELINE = Path(
 @pytest.fixture(scope="module")
 def keda_namespace(kube_cluster: KubeCluster, real_images: tuple[str, str]) -> Iterator[str]:
     """A namespace watched by an operator with KEDA enabled (KEDA must run in the cluster)."""
-    if "keda" not in autoscalers.wanted_parts():
-        pytest.skip(autoscalers.KEDA_OPT_IN)
+    if "keda" not in addons.wanted_parts():
+        pytest.skip(addons.KEDA_OPT_IN)
     available = kube_cluster.kubectl(
         "get",
         "apiservice",
