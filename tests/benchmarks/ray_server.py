@@ -2,7 +2,9 @@
 
 ``max_ongoing_requests`` (64) is above the batch size, or the replica would never see a
 full batch. Ray runs its own head node (GCS, raylet, proxy, replica processes), all pinned
-to the server's core with the rest. Run in its own venv:
+to the server's core with the rest; on a busy machine its start-up waits (the raylet's
+registration, the node's) run out, so they are raised and a failed start is retried. Run in
+its own venv:
 python ray_server.py MODEL_DIR PORT
 """
 
@@ -15,12 +17,17 @@ from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# A Ray system setting from the environment: how long the start-up waits for the raylet to
+# register (10 s by default), too short on one shared core.
+os.environ.setdefault("RAY_raylet_start_wait_time_s", "300")
 
 import numpy as np
 import ray
 from ray import serve
 from starlette.requests import Request
 from starlette.responses import JSONResponse
+
+START_ATTEMPTS = 3
 
 
 @serve.deployment(num_replicas=1, max_ongoing_requests=64, ray_actor_options={"num_cpus": 0})
@@ -50,9 +57,23 @@ class Digits:
         return JSONResponse({"predictions": await self.predict(instances)})
 
 
+def start_ray() -> None:
+    """``ray.init``, retried: a head node that times out starting is shut down and restarted."""
+    for attempt in range(1, START_ATTEMPTS + 1):
+        try:
+            ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+            return
+        except Exception as exc:  # Ray raises several kinds for a start that timed out
+            print(f"ray start attempt {attempt} failed: {exc}", file=sys.stderr, flush=True)
+            ray.shutdown()
+            if attempt == START_ATTEMPTS:
+                raise
+            time.sleep(5)
+
+
 def main() -> None:
     model_dir, port = sys.argv[1], int(sys.argv[2])
-    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    start_ray()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(Digits.bind(model_dir), route_prefix="/", name="digits")
     while True:
