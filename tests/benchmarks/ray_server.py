@@ -2,9 +2,9 @@
 
 ``max_ongoing_requests`` (64) is above the batch size, or the replica would never see a
 full batch. Ray runs its own head node (GCS, raylet, proxy, replica processes), all pinned
-to the server's core with the rest; on a busy machine its start-up waits (the raylet's
-registration, the node's) run out, so they are raised and a failed start is retried. Run in
-its own venv:
+to the server's core with the rest; on a busy machine the node's start-up wait (30 s for the
+raylet to register, fixed in Ray 2.60) can run out, so a failed start is shut down and
+retried, and the benchmark waits up to 15 minutes for it to be ready. Run in its own venv:
 python ray_server.py MODEL_DIR PORT
 """
 
@@ -17,9 +17,6 @@ from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-# A Ray system setting from the environment: how long the start-up waits for the raylet to
-# register (10 s by default), too short on one shared core.
-os.environ.setdefault("RAY_raylet_start_wait_time_s", "300")
 
 import numpy as np
 import ray
