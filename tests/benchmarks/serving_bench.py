@@ -430,10 +430,10 @@ def verdicts(results: list[Result]) -> list[str]:
               f"{v1.rps:,.0f} vs {floor.rps:,.0f}",
               why=f"server CPU per request {cpu(v1)} against the floor's {cpu(floor)}. The "
               "floor is uvicorn answering a constant; the same stack of ours answering a "
-              "constant (connection guard, fast path, metrics) costs about 1.3x the floor, and "
-              "the inference itself (checks, arrays, batching, the model, the answer) about "
-              "60 µs more, so about 0.45 is this design's ceiling on one core "
-              "(docs/serving-performance.md).")  # fmt: skip
+              "constant (connection guard, fast path, metrics) costs about 1.25x the floor's "
+              "CPU, and the inference itself (checks, arrays, batching, the model, the answer) "
+              "some 60 µs on top: 0.9 of a constant answer is out of reach for a server that "
+              "runs a model (docs/serving-performance.md).")  # fmt: skip
     if grpc_row and v2:
         check("our gRPC (unary ModelInfer) req/s ÷ our HTTP V2 req/s", grpc_row.rps / v2.rps,
               1.5, f"{grpc_row.rps:,.0f} vs {v2.rps:,.0f}",
