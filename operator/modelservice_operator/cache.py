@@ -109,6 +109,9 @@ class Overlay:
     entries: dict[ObjKey, tuple[str | None, dict[str, Any] | None]] = field(default_factory=dict)
     # The ModelService each entry belongs to (its own name, or its children's label).
     owners: dict[ObjKey, str] = field(default_factory=dict)
+    # The resourceVersion of each ModelService's last status write, kept past its entry: its
+    # watch event is the echo of what the operator wrote, no reason to reconcile.
+    last_written: dict[Key, str] = field(default_factory=dict)
 
     def remember(
         self, key: ObjKey, before: dict[str, Any] | None, after: dict[str, Any] | None
@@ -117,6 +120,15 @@ class Overlay:
         self.entries[key] = (_rv(before), snapshot(after) if after is not None else None)
         labels = ((after or before or {}).get("metadata") or {}).get("labels") or {}
         self.owners[key] = str(labels.get(LABEL_NAME) or key[2])
+        rv = _rv(after)
+        if key[0] == "ModelService" and rv is not None:
+            self.last_written[(key[1], key[2])] = rv
+
+    def echo(self, namespace: str, name: str, resource_version: str | None) -> bool:
+        """Whether this ModelService state is the one the operator's last write left."""
+        return resource_version is not None and (
+            self.last_written.get((namespace, name)) == resource_version
+        )
 
     def view(self, key: ObjKey, cached: dict[str, Any] | None) -> dict[str, Any] | None:
         """The object as this operator last left it, or the cache's when that is newer."""
@@ -156,6 +168,7 @@ class Overlay:
 
     def forget(self, namespace: str, name: str) -> None:
         """Drop every entry of one ModelService and its children."""
+        self.last_written.pop((namespace, name), None)
         for key in [k for k in self.entries if k[1] == namespace]:
             if self.owners.get(key) == name:
                 self._drop(key)
