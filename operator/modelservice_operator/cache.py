@@ -109,9 +109,10 @@ class Overlay:
     entries: dict[ObjKey, tuple[str | None, dict[str, Any] | None]] = field(default_factory=dict)
     # The ModelService each entry belongs to (its own name, or its children's label).
     owners: dict[ObjKey, str] = field(default_factory=dict)
-    # The resourceVersion of each ModelService's last status write, kept past its entry: its
-    # watch event is the echo of what the operator wrote, no reason to reconcile.
-    last_written: dict[Key, str] = field(default_factory=dict)
+    # The resourceVersion each object had after the operator's last write to it, and its
+    # ModelService, kept past the entry: a watch event with it is the echo of that write, which
+    # the reconcile that made it already knew (no reason to reconcile again).
+    last_written: dict[ObjKey, tuple[str, str]] = field(default_factory=dict)
 
     def remember(
         self, key: ObjKey, before: dict[str, Any] | None, after: dict[str, Any] | None
@@ -121,13 +122,18 @@ class Overlay:
         labels = ((after or before or {}).get("metadata") or {}).get("labels") or {}
         self.owners[key] = str(labels.get(LABEL_NAME) or key[2])
         rv = _rv(after)
-        if key[0] == "ModelService" and rv is not None:
-            self.last_written[(key[1], key[2])] = rv
+        if rv is not None:
+            self.last_written[key] = (rv, self.owners[key])
+        else:
+            self.last_written.pop(key, None)
 
-    def echo(self, namespace: str, name: str, resource_version: str | None) -> bool:
-        """Whether this ModelService state is the one the operator's last write left."""
-        return resource_version is not None and (
-            self.last_written.get((namespace, name)) == resource_version
+    def echo(self, key: ObjKey, resource_version: str | None) -> bool:
+        """Whether this state of the object is the one the operator's last write left."""
+        written = self.last_written.get(key)
+        return (
+            resource_version is not None
+            and written is not None
+            and (written[0] == resource_version)
         )
 
     def view(self, key: ObjKey, cached: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -168,7 +174,9 @@ class Overlay:
 
     def forget(self, namespace: str, name: str) -> None:
         """Drop every entry of one ModelService and its children."""
-        self.last_written.pop((namespace, name), None)
+        for key in [k for k, v in self.last_written.items() if k[1] == namespace]:
+            if self.last_written[key][1] == name:
+                del self.last_written[key]
         for key in [k for k in self.entries if k[1] == namespace]:
             if self.owners.get(key) == name:
                 self._drop(key)

@@ -51,8 +51,10 @@ STORAGE_PREFIX = "kopf.modelservice.dev"
 # Children whose changes should reach the owner's status at once (the others' drift is
 # repaired by the resync).
 NUDGING_KINDS = ("Job", "Deployment", "Pod")
-# Bursts of child events (a rollout touches many pods) coalesce into one reconcile.
-CHILD_EVENT_DEBOUNCE_S = 0.5
+# Bursts of child events (a rollout touches many pods) coalesce into one reconcile. Short:
+# it is on the path of every status change (a Job done, a Deployment available); at scale,
+# events that arrive while a key waits for a worker coalesce anyway.
+CHILD_EVENT_DEBOUNCE_S = 0.1
 
 Key = tuple[str, str]
 
@@ -196,22 +198,36 @@ async def on_modelservice_event(
         if isinstance(source, IndexSource):
             source.overlay.forget(namespace, name)
         return
-    meta = (event.get("object") or {}).get("metadata") or {}
-    if isinstance(source, IndexSource) and source.overlay.echo(
-        namespace, name, meta.get("resourceVersion")
-    ):
+    if isinstance(source, IndexSource) and _echo(source, event):
         return
     _queue(memo).add((namespace, name))
 
 
+def _echo(source: IndexSource, event: kopf.RawEvent | None) -> bool:
+    """Whether ``event`` only shows the state the operator's own last write left."""
+    if event is None:
+        return False
+    obj: dict[str, Any] = dict(event.get("object") or {})
+    meta = obj.get("metadata") or {}
+    key = (str(obj.get("kind")), str(meta.get("namespace")), str(meta.get("name")))
+    return source.overlay.echo(key, meta.get("resourceVersion"))
+
+
 async def on_child_event(
-    namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **_: Any
+    namespace: str | None,
+    labels: kopf.Labels,
+    memo: kopf.Memo,
+    event: kopf.RawEvent | None = None,
+    **_: Any,
 ) -> None:
-    """A child moved: reconcile its ModelService soon instead of at the next tick."""
+    """A child moved: reconcile its ModelService soon instead of at the next tick (not for
+    the echo of the operator's own write of it)."""
     owner = labels.get(LABEL_NAME)
     source = memo["source"]
     assert isinstance(source, IndexSource)
     if not namespace or not owner or (namespace, owner) not in source.indices[MODELSERVICE_INDEX]:
+        return
+    if _echo(source, event):
         return
     # The queue keeps the earliest due time: a burst of events is one reconcile.
     _queue(memo).add((namespace, owner), delay=CHILD_EVENT_DEBOUNCE_S)

@@ -79,3 +79,28 @@ async def test_own_writes_show_until_the_watch_catches_up() -> None:
     assert names == ["digits-predictor-b"]
     source.overlay.forget("ml", "digits")
     assert source.overlay.entries == {}
+
+
+async def test_the_echo_of_an_own_write_is_known_until_forgotten() -> None:
+    source = _source([])
+    svc = ("Service", "ml", "digits-predictor")
+    ms = ("ModelService", "ml", "digits")
+    source.written("Service", None, _obj("Service", "digits-predictor", "5"))
+    source.written("ModelService", None, _obj("ModelService", "digits", "8"))
+    source.written("Service", None, _obj("Service", "other-predictor", "6", owner="other"))
+    assert source.overlay.echo(svc, "5")
+    assert not source.overlay.echo(svc, "4")  # another state: someone else's write
+    assert not source.overlay.echo(svc, None)
+    assert source.overlay.echo(ms, "8")
+    # Kept after the cache caught up (the overlay entry is gone): the event may come later.
+    source.indices[index_id("Service")][("ml", "digits")] = [
+        snapshot(_obj("Service", "digits-predictor", "5"))
+    ]
+    assert len(await source.children("Service", "ml", "digits")) == 1
+    assert svc not in source.overlay.entries
+    assert source.overlay.echo(svc, "5")
+    source.deleted("Service", _obj("Service", "digits-predictor", "5"))
+    assert not source.overlay.echo(svc, "5")
+    source.overlay.forget("ml", "digits")
+    assert not source.overlay.echo(ms, "8")
+    assert source.overlay.echo(("Service", "ml", "other-predictor"), "6")  # another's

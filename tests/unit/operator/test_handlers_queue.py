@@ -31,7 +31,10 @@ class Runs:
 def _event(type_: str | None, rv: str) -> dict[str, object]:
     return {
         "type": type_,
-        "object": {"metadata": {"name": "a", "namespace": "ns", "resourceVersion": rv}},
+        "object": {
+            "kind": "ModelService",
+            "metadata": {"name": "a", "namespace": "ns", "resourceVersion": rv},
+        },
     }
 
 
@@ -92,6 +95,30 @@ async def test_the_echo_of_the_operators_own_status_write_is_not_queued() -> Non
         )
         await asyncio.sleep(0.05)
         assert len(runs.at[("ns", "a")]) == 2  # listed at startup (a resume)
+    finally:
+        await memo["queue"].stop()
+
+
+async def test_the_echo_of_the_operators_own_child_write_is_not_queued() -> None:
+    runs = Runs()
+    memo = memo_with(runs, {("ns", "a")})
+    labels = {LABEL_NAME: "a"}
+    deployment = {
+        "kind": "Deployment",
+        "metadata": {"name": "a-predictor", "namespace": "ns", "labels": labels},
+    }
+    created = {**deployment, "metadata": {**deployment["metadata"], "resourceVersion": "4"}}
+    moved = {**deployment, "metadata": {**deployment["metadata"], "resourceVersion": "5"}}
+    memo["source"].written("Deployment", None, created)
+    try:
+        added = {"type": "ADDED", "object": created}
+        await handlers.on_child_event(namespace="ns", labels=labels, memo=memo, event=added)
+        await asyncio.sleep(handlers.CHILD_EVENT_DEBOUNCE_S + 0.1)
+        assert ("ns", "a") not in runs.at  # the operator created it: nothing new
+        status = {"type": "MODIFIED", "object": moved}  # the Deployment controller's update
+        await handlers.on_child_event(namespace="ns", labels=labels, memo=memo, event=status)
+        await asyncio.sleep(handlers.CHILD_EVENT_DEBOUNCE_S + 0.1)
+        assert len(runs.at[("ns", "a")]) == 1
     finally:
         await memo["queue"].stop()
 
