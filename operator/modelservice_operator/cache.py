@@ -22,6 +22,7 @@ from .names import LABEL_NAME
 __all__ = [
     "CHILD_KINDS",
     "MODELSERVICE_INDEX",
+    "SPECLESS_KINDS",
     "ApiSource",
     "ChildSource",
     "IndexSource",
@@ -53,10 +54,19 @@ def index_id(kind: str) -> str:
     return f"children-{kind.lower()}"
 
 
+# Kinds whose spec no decision reads (a pod is judged by its labels, owners and status): the
+# cache keeps them without it, the bulk of the operator's memory at a thousand ModelServices.
+SPECLESS_KINDS = ("Pod",)
+
+
 def snapshot(body: Mapping[str, Any]) -> dict[str, Any]:
-    """A plain copy of an object for a cache: without managedFields (most of its bytes)."""
+    """A plain copy of an object for a cache: without managedFields (most of its bytes), and
+    without the spec of a :data:`SPECLESS_KINDS` object."""
     out: dict[str, Any] = {}
-    for key in ("apiVersion", "kind", "spec", "status"):
+    keys: tuple[str, ...] = ("apiVersion", "kind", "status")
+    if body.get("kind") not in SPECLESS_KINDS:
+        keys += ("spec",)
+    for key in keys:
         if key in body:
             out[key] = body[key]
     meta = dict(body.get("metadata") or {})

@@ -38,6 +38,15 @@ def test_snapshot_drops_managed_fields() -> None:
     assert "managedFields" not in snapshot(_obj("Service", "a", "1"))["metadata"]
 
 
+def test_snapshot_of_a_pod_keeps_no_spec() -> None:
+    pod = {**_obj("Pod", "a-1", "1"), "status": {"phase": "Running"}}
+    kept = snapshot(pod)
+    assert "spec" not in kept
+    assert kept["status"] == {"phase": "Running"}
+    assert kept["metadata"]["labels"] == {"modelservice.dev/name": "digits"}
+    assert snapshot(_obj("Deployment", "a", "1"))["spec"] == {"rv": "1"}
+
+
 async def test_reads_come_from_the_index() -> None:
     source = _source([_obj("Service", "digits-predictor", "5")])
     assert source.model_services() == [("ml", "digits")]
