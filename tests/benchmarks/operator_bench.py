@@ -44,6 +44,7 @@ from operator_timeline import Timeline, segments_summary  # noqa: E402
 from modelservice_operator.builders.common import ModelVolume, Owner  # noqa: E402
 from modelservice_operator.builders.job import build_job  # noqa: E402
 from modelservice_operator.builders.pvc import build_pvc, store_claim  # noqa: E402
+from modelservice_operator.cache import CHILD_KINDS  # noqa: E402
 from modelservice_operator.kube import ApiError, Kube, connect  # noqa: E402
 from modelservice_operator.models import ModelServiceSpec  # noqa: E402
 from modelservice_operator.settings import OperatorSettings  # noqa: E402
@@ -64,6 +65,8 @@ SIM_TRAINING = {
         }
     ),
 }
+# What the operator watches: the ModelServices and every child kind (cache.CHILD_KINDS).
+WATCHED_PLURALS = {"modelservices", *(selector[-1] for selector in CHILD_KINDS.values())}
 EXTRA_NODES = 12  # x 1000 pods each: room for every training and predictor pod
 
 
@@ -263,12 +266,14 @@ class Operator:
         )  # fmt: skip
 
     async def started(self, limit_s: float = 120) -> None:
-        """Wait until the operator watches (Python and kopf start slowly on a loaded host)."""
+        """Wait until the operator watches every kind (Python and kopf start slowly on a
+        loaded host, and kopf runs no handler before every index holds its listing)."""
         deadline = time.monotonic() + limit_s
         while time.monotonic() < deadline:
             counts = self.requests(tries=1).get("counts", {})
-            if any(key.endswith(" watch") and "modelservices" in key for key in counts):
-                await asyncio.sleep(1)  # the initial listing is in
+            watched = {key.split()[1] for key in counts if key.endswith(" watch")}
+            if watched >= WATCHED_PLURALS:
+                await asyncio.sleep(1)  # the initial listings are in
                 return
             await asyncio.sleep(0.25)
         raise TimeoutError("the operator did not start watching")
