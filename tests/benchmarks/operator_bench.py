@@ -443,6 +443,9 @@ def verdicts(results: dict[str, Any]) -> list[str]:
         row = max(rows, key=lambda r: r["n"])
         at = f"at N={row['n']}"
         verdict("Jobs vs floor", row["jobs_s"] / row["floor_jobs_s"], 1.5, "x", at)
+        if row.get("ready_s") is None:
+            # Not all Ready: the "steady state" was ModelServices still moving, not idle.
+            at += f", {ready_cell(row)} s Ready, not idle: not the target's measurement"
         verdict("steady state", row["steady_req_s"], 2.0, " req/s", at)
         verdict("RSS", row.get("usage", {}).get("rss_mib", 0.0), 300.0, " MiB", at)
     single_ = run.get("single") or {}
