@@ -22,6 +22,7 @@ from .names import LABEL_NAME
 __all__ = [
     "CHILD_KINDS",
     "MODELSERVICE_INDEX",
+    "SPECLESS_KINDS",
     "ApiSource",
     "ChildSource",
     "IndexSource",
@@ -53,10 +54,19 @@ def index_id(kind: str) -> str:
     return f"children-{kind.lower()}"
 
 
+# Kinds whose spec no decision reads (a pod is judged by its labels, owners and status): the
+# cache keeps them without it, the bulk of the operator's memory at a thousand ModelServices.
+SPECLESS_KINDS = ("Pod",)
+
+
 def snapshot(body: Mapping[str, Any]) -> dict[str, Any]:
-    """A plain copy of an object for a cache: without managedFields (most of its bytes)."""
+    """A plain copy of an object for a cache: without managedFields (most of its bytes), and
+    without the spec of a :data:`SPECLESS_KINDS` object."""
     out: dict[str, Any] = {}
-    for key in ("apiVersion", "kind", "spec", "status"):
+    keys: tuple[str, ...] = ("apiVersion", "kind", "status")
+    if body.get("kind") not in SPECLESS_KINDS:
+        keys += ("spec",)
+    for key in keys:
         if key in body:
             out[key] = body[key]
     meta = dict(body.get("metadata") or {})
@@ -109,6 +119,10 @@ class Overlay:
     entries: dict[ObjKey, tuple[str | None, dict[str, Any] | None]] = field(default_factory=dict)
     # The ModelService each entry belongs to (its own name, or its children's label).
     owners: dict[ObjKey, str] = field(default_factory=dict)
+    # The resourceVersion each object had after the operator's last write to it, and its
+    # ModelService, kept past the entry: a watch event with it is the echo of that write, which
+    # the reconcile that made it already knew (no reason to reconcile again).
+    last_written: dict[ObjKey, tuple[str, str]] = field(default_factory=dict)
 
     def remember(
         self, key: ObjKey, before: dict[str, Any] | None, after: dict[str, Any] | None
@@ -117,6 +131,20 @@ class Overlay:
         self.entries[key] = (_rv(before), snapshot(after) if after is not None else None)
         labels = ((after or before or {}).get("metadata") or {}).get("labels") or {}
         self.owners[key] = str(labels.get(LABEL_NAME) or key[2])
+        rv = _rv(after)
+        if rv is not None:
+            self.last_written[key] = (rv, self.owners[key])
+        else:
+            self.last_written.pop(key, None)
+
+    def echo(self, key: ObjKey, resource_version: str | None) -> bool:
+        """Whether this state of the object is the one the operator's last write left."""
+        written = self.last_written.get(key)
+        return (
+            resource_version is not None
+            and written is not None
+            and (written[0] == resource_version)
+        )
 
     def view(self, key: ObjKey, cached: dict[str, Any] | None) -> dict[str, Any] | None:
         """The object as this operator last left it, or the cache's when that is newer."""
@@ -156,6 +184,9 @@ class Overlay:
 
     def forget(self, namespace: str, name: str) -> None:
         """Drop every entry of one ModelService and its children."""
+        for key in [k for k, v in self.last_written.items() if k[1] == namespace]:
+            if self.last_written[key][1] == name:
+                del self.last_written[key]
         for key in [k for k in self.entries if k[1] == namespace]:
             if self.owners.get(key) == name:
                 self._drop(key)

@@ -7,7 +7,8 @@ initial listing, so a reconcile never mistakes a cache still filling for a missi
 
 A reconcile runs on:
 
-- create, update and resume (kopf's change handlers);
+- an event of the ModelService (listed at startup, created, changed; not the echo of the
+  operator's own status write);
 - an event of one of its children (a Job finished, a Deployment's availability moved, a pod
   got stuck), so that status follows the cluster at once rather than at the next tick;
 - a periodic resync that walks the cache, spread over the interval rather than in a burst.
@@ -36,21 +37,24 @@ import kopf
 from . import leader, metrics, redaction
 from .backoff import BackoffPolicy
 from .cache import CHILD_KINDS, MODELSERVICE_INDEX, IndexSource, index_id, snapshot
+from .events import DeferredEvents, EventSink
 from .kube import ApiError, Kube, connect
 from .names import GROUP, LABEL_NAME, PLURAL, VERSION
 from .reconciler import forget, reconcile
 from .settings import OperatorSettings, get_settings
 from .workqueue import WorkQueue
 
-__all__ = ["close", "configure", "on_change", "on_child_event", "on_modelservice_event"]
+__all__ = ["close", "configure", "on_child_event", "on_modelservice_event"]
 
 log = logging.getLogger(__name__)
 STORAGE_PREFIX = "kopf.modelservice.dev"
 # Children whose changes should reach the owner's status at once (the others' drift is
 # repaired by the resync).
 NUDGING_KINDS = ("Job", "Deployment", "Pod")
-# Bursts of child events (a rollout touches many pods) coalesce into one reconcile.
-CHILD_EVENT_DEBOUNCE_S = 0.5
+# Bursts of child events (a rollout touches many pods) coalesce into one reconcile. Short:
+# it is on the path of every status change (a Job done, a Deployment available); at scale,
+# events that arrive while a key waits for a worker coalesce anyway.
+CHILD_EVENT_DEBOUNCE_S = 0.1
 
 Key = tuple[str, str]
 
@@ -108,6 +112,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: 
     if config.leader_election:
         memo["lease"] = await leader.lead(kube, config)
     memo["source"] = IndexSource(indices)
+    memo["events"] = events = EventSink(kube)
+    events.start()
+    memo["writer"] = DeferredEvents(kube, events)
     memo["queue"] = _start_queue(memo, config)
     memo["indexed"] = asyncio.Event()  # set by the first resource handler (_set_indexed)
     memo["resync"] = asyncio.create_task(_resync_forever(memo, config.reconcile_interval_s))
@@ -115,7 +122,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: 
 
 @kopf.on.cleanup()
 async def close(memo: kopf.Memo, **_: Any) -> None:
-    """Stop the resync and the queue, hand the Lease over, close the client and metrics."""
+    """Stop the resync and the queue, post the Events left, hand the Lease over, close the
+    client and metrics."""
     task = memo.get("resync")
     if isinstance(task, asyncio.Task):
         task.cancel()
@@ -124,6 +132,9 @@ async def close(memo: kopf.Memo, **_: Any) -> None:
     queue = memo.get("queue")
     if isinstance(queue, WorkQueue):
         await queue.stop()
+    events = memo.get("events")
+    if isinstance(events, EventSink):
+        await events.stop()
     lease = memo.get("lease")
     if isinstance(lease, leader.Leadership):
         await lease.release()
@@ -136,12 +147,12 @@ async def close(memo: kopf.Memo, **_: Any) -> None:
 
 
 async def _reconcile(namespace: str, name: str, memo: kopf.Memo) -> None:
-    kube = memo["kube"]
+    writer = memo["writer"]  # the client, with Events posted in the background
     source = memo["source"]
-    assert isinstance(kube, Kube)
+    assert isinstance(writer, DeferredEvents)
     assert isinstance(source, IndexSource)
     body = {"metadata": {"namespace": namespace, "name": name}}
-    await reconcile(kube, body, get_settings(), source)
+    await reconcile(writer, body, get_settings(), source)
 
 
 def _start_queue(memo: kopf.Memo, config: OperatorSettings) -> WorkQueue[Key]:
@@ -165,39 +176,58 @@ def _queue(memo: kopf.Memo) -> WorkQueue[Key]:
     return queue
 
 
-@kopf.on.resume(GROUP, VERSION, PLURAL)
-@kopf.on.create(GROUP, VERSION, PLURAL)
-@kopf.on.update(GROUP, VERSION, PLURAL)
-async def on_change(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
-    """A ModelService appeared, changed, or was found at startup: reconcile it (queued)."""
-    assert namespace, "ModelService is namespaced"
-    _set_indexed(memo)
-    _queue(memo).add((namespace, name))
-
-
 @kopf.on.event(GROUP, VERSION, PLURAL)
 async def on_modelservice_event(
     event: kopf.RawEvent, namespace: str | None, name: str, memo: kopf.Memo, **_: Any
 ) -> None:
-    """Forget a deleted ModelService: its lock, its phase gauge, its queue entry and writes."""
+    """A ModelService was listed, created, changed or deleted: reconcile it (queued), or
+    forget it (its lock, its phase gauge, its queue entry and writes).
+
+    Plain events rather than kopf's create/update/resume handlers: those keep their diff
+    base in an annotation, one PATCH of every new ModelService before its first reconcile,
+    and the reconcile needs no diff (it is level-based). The echo of the operator's own
+    status write is skipped: the reconcile that wrote it already knew it.
+    """
     _set_indexed(memo)
-    if event.get("type") != "DELETED" or not namespace:
+    if not namespace:
         return
-    forget(namespace, name)
-    _queue(memo).forget((namespace, name))
     source = memo.get("source")
-    if isinstance(source, IndexSource):
-        source.overlay.forget(namespace, name)
+    if event.get("type") == "DELETED":
+        forget(namespace, name)
+        _queue(memo).forget((namespace, name))
+        if isinstance(source, IndexSource):
+            source.overlay.forget(namespace, name)
+        return
+    if isinstance(source, IndexSource) and _echo(source, event):
+        return
+    _queue(memo).add((namespace, name))
+
+
+def _echo(source: IndexSource, event: kopf.RawEvent | None) -> bool:
+    """Whether ``event`` only shows the state the operator's own last write left."""
+    if event is None:
+        return False
+    obj: dict[str, Any] = dict(event.get("object") or {})
+    meta = obj.get("metadata") or {}
+    key = (str(obj.get("kind")), str(meta.get("namespace")), str(meta.get("name")))
+    return source.overlay.echo(key, meta.get("resourceVersion"))
 
 
 async def on_child_event(
-    namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **_: Any
+    namespace: str | None,
+    labels: kopf.Labels,
+    memo: kopf.Memo,
+    event: kopf.RawEvent | None = None,
+    **_: Any,
 ) -> None:
-    """A child moved: reconcile its ModelService soon instead of at the next tick."""
+    """A child moved: reconcile its ModelService soon instead of at the next tick (not for
+    the echo of the operator's own write of it)."""
     owner = labels.get(LABEL_NAME)
     source = memo["source"]
     assert isinstance(source, IndexSource)
     if not namespace or not owner or (namespace, owner) not in source.indices[MODELSERVICE_INDEX]:
+        return
+    if _echo(source, event):
         return
     # The queue keeps the earliest due time: a burst of events is one reconcile.
     _queue(memo).add((namespace, owner), delay=CHILD_EVENT_DEBOUNCE_S)

@@ -75,18 +75,22 @@ def test_sample_reaches_ready(operator: OperatorProcess, namespace: str) -> None
     assert ms.children("pdb") == []
     (job,) = ms.children("job")
     assert all(ref["controller"] for ref in job["metadata"]["ownerReferences"])
-    reasons = cluster.kubectl(
-        "get",
-        "events",
-        "-n",
-        namespace,
-        "--field-selector",
-        "involvedObject.name=digits",
-        "-o",
-        "jsonpath={.items[*].reason}",
-    ).split()
-    assert "Serving" in reasons
-    assert "TrainingStarted" in reasons
+
+    def reasons() -> list[str]:
+        return cluster.kubectl(
+            "get",
+            "events",
+            "-n",
+            namespace,
+            "--field-selector",
+            "involvedObject.name=digits",
+            "-o",
+            "jsonpath={.items[*].reason}",
+        ).split()
+
+    # Events are posted in the background, after the status that they follow.
+    wait_until("the Serving event", lambda: "Serving" in reasons(), 10)
+    assert "TrainingStarted" in reasons()
     # Status is written only on change: Ready and quiet, the resourceVersion stands still.
     before = ms.get()["metadata"]["resourceVersion"]
     time.sleep(3)  # three resyncs at the tests' 1 s interval
@@ -149,17 +153,21 @@ def test_unschedulable_gpu_ask_waits_and_recovers(
     assert ready["status"] == "False"
     assert "nodes are available" in ready["message"]
     assert "Insufficient nvidia.com/gpu" in ready["message"]
-    events = operator.cluster.kubectl(
-        "get",
-        "events",
-        "-n",
-        namespace,
-        "--field-selector",
-        "involvedObject.name=digits,reason=Unschedulable",
-        "-o",
-        "jsonpath={.items[*].message}",
-    )
-    assert "Insufficient nvidia.com/gpu" in events
+
+    def messages() -> str:
+        return operator.cluster.kubectl(
+            "get",
+            "events",
+            "-n",
+            namespace,
+            "--field-selector",
+            "involvedObject.name=digits,reason=Unschedulable",
+            "-o",
+            "jsonpath={.items[*].message}",
+        )
+
+    # Events are posted in the background, after the status that they follow.
+    wait_until("the Unschedulable event", lambda: "Insufficient nvidia.com/gpu" in messages(), 10)
 
     big_gpu_node()
     ms.wait_phase("Ready", timeout=120)

@@ -90,17 +90,21 @@ def test_recreate_over_kept_store_trains_the_next_version(
     assert [_version(j) for j in jobs] == [2]
     (deploy,) = ms.children("deployment")
     assert _version(deploy) == 2
-    reasons = cluster.kubectl(
-        "get",
-        "events",
-        "-n",
-        namespace,
-        "--field-selector",
-        f"involvedObject.uid={second_uid}",
-        "-o",
-        "jsonpath={.items[*].reason}",
-    ).split()
-    assert "VersionTaken" in reasons
+
+    def reasons() -> list[str]:
+        return cluster.kubectl(
+            "get",
+            "events",
+            "-n",
+            namespace,
+            "--field-selector",
+            f"involvedObject.uid={second_uid}",
+            "-o",
+            "jsonpath={.items[*].reason}",
+        ).split()
+
+    # Events are posted in the background, after the status that they follow.
+    wait_until("the VersionTaken event", lambda: "VersionTaken" in reasons(), 10)
 
 
 def test_foreign_namesake_is_a_conflict_until_it_goes(

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
-from opharness import OperatorProcess, apply, sample_manifest, sim_failure
+from opharness import OperatorProcess, apply, sample_manifest, sim_failure, wait_until
 
 SECRET_URL = "https://user:pa55word@data.example/d.csv?X-Amz-Signature=s1gnature"
 
@@ -21,10 +22,19 @@ def test_failure_message_with_a_presigned_url_is_redacted(
     ms.wait_phase("Failed")
     ready = ms.condition("Ready")
     assert "GET https://REDACTED@data.example/d.csv?REDACTED: HTTP 403" in ready["message"]
-    events = operator.cluster.get(
-        "events", "-n", namespace, "--field-selector", "involvedObject.kind=ModelService"
-    )["items"]
-    assert [e for e in events if e["reason"] == "BackoffLimitExceeded"], events
-    written = json.dumps(ms.status()) + json.dumps(events) + operator.logs()
+
+    def events() -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = operator.cluster.get(
+            "events", "-n", namespace, "--field-selector", "involvedObject.kind=ModelService"
+        )["items"]
+        return items
+
+    # Events are posted in the background, after the status that they follow.
+    wait_until(
+        "the BackoffLimitExceeded event",
+        lambda: [e for e in events() if e["reason"] == "BackoffLimitExceeded"],
+        10,
+    )
+    written = json.dumps(ms.status()) + json.dumps(events()) + operator.logs()
     for secret in ("pa55word", "s1gnature"):
         assert secret not in written

@@ -38,6 +38,15 @@ def test_snapshot_drops_managed_fields() -> None:
     assert "managedFields" not in snapshot(_obj("Service", "a", "1"))["metadata"]
 
 
+def test_snapshot_of_a_pod_keeps_no_spec() -> None:
+    pod = {**_obj("Pod", "a-1", "1"), "status": {"phase": "Running"}}
+    kept = snapshot(pod)
+    assert "spec" not in kept
+    assert kept["status"] == {"phase": "Running"}
+    assert kept["metadata"]["labels"] == {"modelservice.dev/name": "digits"}
+    assert snapshot(_obj("Deployment", "a", "1"))["spec"] == {"rv": "1"}
+
+
 async def test_reads_come_from_the_index() -> None:
     source = _source([_obj("Service", "digits-predictor", "5")])
     assert source.model_services() == [("ml", "digits")]
@@ -79,3 +88,28 @@ async def test_own_writes_show_until_the_watch_catches_up() -> None:
     assert names == ["digits-predictor-b"]
     source.overlay.forget("ml", "digits")
     assert source.overlay.entries == {}
+
+
+async def test_the_echo_of_an_own_write_is_known_until_forgotten() -> None:
+    source = _source([])
+    svc = ("Service", "ml", "digits-predictor")
+    ms = ("ModelService", "ml", "digits")
+    source.written("Service", None, _obj("Service", "digits-predictor", "5"))
+    source.written("ModelService", None, _obj("ModelService", "digits", "8"))
+    source.written("Service", None, _obj("Service", "other-predictor", "6", owner="other"))
+    assert source.overlay.echo(svc, "5")
+    assert not source.overlay.echo(svc, "4")  # another state: someone else's write
+    assert not source.overlay.echo(svc, None)
+    assert source.overlay.echo(ms, "8")
+    # Kept after the cache caught up (the overlay entry is gone): the event may come later.
+    source.indices[index_id("Service")][("ml", "digits")] = [
+        snapshot(_obj("Service", "digits-predictor", "5"))
+    ]
+    assert len(await source.children("Service", "ml", "digits")) == 1
+    assert svc not in source.overlay.entries
+    assert source.overlay.echo(svc, "5")
+    source.deleted("Service", _obj("Service", "digits-predictor", "5"))
+    assert not source.overlay.echo(svc, "5")
+    source.overlay.forget("ml", "digits")
+    assert not source.overlay.echo(ms, "8")
+    assert source.overlay.echo(("Service", "ml", "other-predictor"), "6")  # another's

@@ -28,6 +28,16 @@ class Runs:
         self.at[key].append(time.monotonic())
 
 
+def _event(type_: str | None, rv: str) -> dict[str, object]:
+    return {
+        "type": type_,
+        "object": {
+            "kind": "ModelService",
+            "metadata": {"name": "a", "namespace": "ns", "resourceVersion": rv},
+        },
+    }
+
+
 def memo_with(runs: Runs, known: set[Key]) -> kopf.Memo:
     """The memo as ``configure`` leaves it, with ``known`` ModelServices in the cache."""
     memo = kopf.Memo()
@@ -44,7 +54,9 @@ async def test_a_change_is_queued_at_once_and_child_events_coalesce() -> None:
     memo = memo_with(runs, {("ns", "a")})
     try:
         start = time.monotonic()
-        await handlers.on_change(namespace="ns", name="a", memo=memo)
+        await handlers.on_modelservice_event(
+            event=_event("ADDED", "1"), namespace="ns", name="a", memo=memo
+        )
         await asyncio.sleep(0.05)
         assert len(runs.at[("ns", "a")]) == 1
         assert runs.at[("ns", "a")][0] - start < 0.05
@@ -54,6 +66,59 @@ async def test_a_change_is_queued_at_once_and_child_events_coalesce() -> None:
         await asyncio.sleep(handlers.CHILD_EVENT_DEBOUNCE_S + 0.2)
         assert len(runs.at[("ns", "a")]) == 2  # one more, not twenty
         assert ("ns", "b") not in runs.at  # not a ModelService this operator knows
+    finally:
+        await memo["queue"].stop()
+
+
+async def test_the_echo_of_the_operators_own_status_write_is_not_queued() -> None:
+    runs = Runs()
+    memo = memo_with(runs, {("ns", "a")})
+    source = memo["source"]
+    try:
+        ms = {"kind": "ModelService", "metadata": {"name": "a", "namespace": "ns"}}
+        written = {**ms, "metadata": {**ms["metadata"], "resourceVersion": "7"}}
+        source.written(
+            "ModelService", {**ms, "metadata": {**ms["metadata"], "resourceVersion": "6"}}, written
+        )
+        await handlers.on_modelservice_event(
+            event=_event("MODIFIED", "7"), namespace="ns", name="a", memo=memo
+        )
+        await asyncio.sleep(0.05)
+        assert ("ns", "a") not in runs.at  # its own status write: nothing new
+        await handlers.on_modelservice_event(
+            event=_event("MODIFIED", "8"), namespace="ns", name="a", memo=memo
+        )
+        await asyncio.sleep(0.05)
+        assert len(runs.at[("ns", "a")]) == 1  # someone else's change (a spec edit)
+        await handlers.on_modelservice_event(
+            event=_event(None, "8"), namespace="ns", name="a", memo=memo
+        )
+        await asyncio.sleep(0.05)
+        assert len(runs.at[("ns", "a")]) == 2  # listed at startup (a resume)
+    finally:
+        await memo["queue"].stop()
+
+
+async def test_the_echo_of_the_operators_own_child_write_is_not_queued() -> None:
+    runs = Runs()
+    memo = memo_with(runs, {("ns", "a")})
+    labels = {LABEL_NAME: "a"}
+    deployment = {
+        "kind": "Deployment",
+        "metadata": {"name": "a-predictor", "namespace": "ns", "labels": labels},
+    }
+    created = {**deployment, "metadata": {**deployment["metadata"], "resourceVersion": "4"}}
+    moved = {**deployment, "metadata": {**deployment["metadata"], "resourceVersion": "5"}}
+    memo["source"].written("Deployment", None, created)
+    try:
+        added = {"type": "ADDED", "object": created}
+        await handlers.on_child_event(namespace="ns", labels=labels, memo=memo, event=added)
+        await asyncio.sleep(handlers.CHILD_EVENT_DEBOUNCE_S + 0.1)
+        assert ("ns", "a") not in runs.at  # the operator created it: nothing new
+        status = {"type": "MODIFIED", "object": moved}  # the Deployment controller's update
+        await handlers.on_child_event(namespace="ns", labels=labels, memo=memo, event=status)
+        await asyncio.sleep(handlers.CHILD_EVENT_DEBOUNCE_S + 0.1)
+        assert len(runs.at[("ns", "a")]) == 1
     finally:
         await memo["queue"].stop()
 

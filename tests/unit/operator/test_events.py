@@ -1,0 +1,89 @@
+"""Events in the background: in order, never awaited by the reconcile, dropped when full."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from modelservice_operator.events import DeferredEvents, EventSink
+
+pytestmark = pytest.mark.unit
+
+
+class SlowPoster:
+    """Posts an Event in ``delay_s``; the first ``fail`` posts raise."""
+
+    def __init__(self, delay_s: float = 0.0, fail: int = 0) -> None:
+        self.delay_s = delay_s
+        self.fail = fail
+        self.posted: list[tuple[str, str, str]] = []
+        self.owners: list[dict[str, Any]] = []
+
+    async def event(self, owner: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        await asyncio.sleep(self.delay_s)
+        if self.fail:
+            self.fail -= 1
+            raise RuntimeError("API down")
+        self.posted.append((type_, reason, message))
+        self.owners.append(owner)
+
+    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> str:
+        return f"{namespace}/{name}"
+
+
+def _ms(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "modelservice.dev/v1alpha1",
+        "kind": "ModelService",
+        "metadata": {"name": name, "namespace": "ml", "uid": "u1", "resourceVersion": "3"},
+        "spec": {"big": "x" * 100},
+    }
+
+
+async def test_the_reconcile_does_not_wait_and_events_post_in_order() -> None:
+    poster = SlowPoster(delay_s=0.05)
+    sink = EventSink(poster)
+    sink.start()
+    writer = DeferredEvents(poster, sink)
+    try:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        for reason in ("TrainingStarted", "JobPending", "Promoted"):
+            await writer.event(_ms("digits"), "Normal", reason, reason.lower())
+        assert loop.time() - started < 0.04  # queued, not posted (each post takes 0.05 s)
+        assert poster.posted == []
+        # Every other call goes straight to the client.
+        assert await writer.patch_status("ml", "digits", {}) == "ml/digits"
+        await sink.stop()
+        assert [p[1] for p in poster.posted] == ["TrainingStarted", "JobPending", "Promoted"]
+        # Only the reference an Event needs is kept, not the whole object.
+        assert poster.owners[0]["metadata"] == {
+            "name": "digits",
+            "namespace": "ml",
+            "uid": "u1",
+            "resourceVersion": "3",
+        }
+        assert "spec" not in poster.owners[0]
+    finally:
+        await sink.stop()
+
+
+async def test_a_failed_post_does_not_stop_the_next_ones() -> None:
+    poster = SlowPoster(fail=1)
+    sink = EventSink(poster)
+    sink.start()
+    sink.emit(_ms("a"), "Normal", "First", "lost")
+    sink.emit(_ms("a"), "Normal", "Second", "posted")
+    await sink.stop()
+    assert [p[1] for p in poster.posted] == ["Second"]
+
+
+async def test_a_full_queue_drops_new_events() -> None:
+    poster = SlowPoster(delay_s=10)
+    sink = EventSink(poster, limit=2)  # not started: nothing drains
+    for index in range(5):
+        sink.emit(_ms("a"), "Normal", f"R{index}", "m")
+    assert sink.pending() == 2
+    assert sink.dropped == 3
