@@ -7,8 +7,9 @@
 # versions, and reused by every later run (and by CI on the same machine).
 #
 # The real node's parts (kubelet, kube-proxy: same module and stamping as
-# the control plane; metrics-server: its own module) are built only with
-# --real-node, so a kwok-only cluster never pays for them.
+# the control plane; metrics-server, crictl and kube-router: their own
+# modules) are built only with --real-node, so a kwok-only cluster never
+# pays for them.
 #
 # The autoscalers (KEDA's operator and metrics API server, Karpenter's kwok
 # provider) are built only with --autoscalers (both), --keda or --karpenter.
@@ -169,6 +170,21 @@ build_crictl() {
 
 stamped() { have "$1" && [ "$(cat "$bin/$1.version" 2>/dev/null)" = "$2" ]; }
 
+build_kube_router() {
+  # kube-router, run on the real node as its network policy controller only
+  # (--run-firewall, no router, no service proxy): NetworkPolicies enforced
+  # with iptables and ipsets. Its Makefile stamps pkg/version the same way.
+  stamped kube-router "$KUBE_ROUTER_VERSION" && return 0
+  log "building kube-router ${KUBE_ROUTER_VERSION} (cold: about 6 CPU-minutes)"
+  local mod="$out/src/kube-router" v=github.com/cloudnativelabs/kube-router/v2/pkg/version
+  mkdir -p "$mod"
+  (cd "$mod" && { [ -f go.mod ] || go mod init local/cluster-binaries/kube-router >&2; } \
+    && go get "github.com/cloudnativelabs/kube-router/v2@${KUBE_ROUTER_VERSION}" >&2 \
+    && go build -trimpath -ldflags "-s -w -X $v.Version=${KUBE_ROUTER_VERSION} -X $v.BuildDate=${build_date}" \
+       -o "$bin/kube-router" github.com/cloudnativelabs/kube-router/v2/cmd/kube-router)
+  echo "$KUBE_ROUTER_VERSION" > "$bin/kube-router.version"
+}
+
 keda_config() {
   # KEDA's CRDs and manifests (keda-config/): the ScaledObject API can be served for the
   # operator's tests without KEDA running. A module download, no build.
@@ -244,6 +260,7 @@ build_kwok
 build_kubernetes
 $real_node && build_metrics_server
 $real_node && build_crictl
+$real_node && build_kube_router
 $karpenter && build_karpenter
 if $karpenter || $keda; then keda_config; fi
 $keda && build_keda

@@ -126,19 +126,19 @@ def start_cluster(bins: Path, node_ip: str | None, no_node_reason: str | None) -
     make_pki(pki, node_ip)
     names = ["etcd", "etcd_peer", "apiserver", "controller_manager", "scheduler", "kwok"]
     node_ports = ["kubelet", "kubelet_healthz", "kube_proxy_healthz", "kube_proxy_metrics"]
-    node_ports.append("metrics_server")
+    node_ports += ["metrics_server", "kube_router_health"]
     ports = {name: free_port() for name in names}
     node_port_map = {name: free_port() for name in node_ports} if node_ip else {}
     server = f"https://127.0.0.1:{ports['apiserver']}"
     kubeconfigs = {}
     users = ["admin", "controller-manager", "scheduler"]
     if node_ip:
-        users += ["kubelet-client", "kube-proxy", "metrics-server"]
+        users += ["kubelet-client", "kube-proxy", "metrics-server", "kube-router"]
     for user in users:
         kubeconfigs[user] = STATE_DIR / f"{user}.kubeconfig"
         write_kubeconfig(kubeconfigs[user], server, pki, user)
     shutil.copy(kubeconfigs["admin"], STATE_DIR / "kubeconfig")
-    for user in ("kubelet-client", "kube-proxy", "metrics-server"):
+    for user in ("kubelet-client", "kube-proxy", "metrics-server", "kube-router"):
         if user in kubeconfigs:
             target = STATE_DIR / f"{user.removesuffix('-client')}.kubeconfig"
             kubeconfigs[user].rename(target)
@@ -362,6 +362,16 @@ def start_real_node(
             ),
         )
         log(f"real node {realnode.NODE_NAME} Ready in {time.monotonic() - started:.1f}s")
+        policy = realnode.start_network_policy(
+            STATE_DIR, bins, ports, SERVICE_CIDR, pids, start, wait_until
+        )
+        node["network_policy"] = policy
+        save()
+        log(
+            "NetworkPolicy enforced by " + str(policy["by"])
+            if policy["enforced"]
+            else f"NetworkPolicy NOT enforced: {policy['reason']}"
+        )
         wait_until(
             "metrics.k8s.io (metrics-server) Available",
             lambda: subprocess.run(

@@ -71,6 +71,7 @@ def make_pki(pki: Path, node_ip: str | None = None) -> None:
             f"subjectAltName=IP:{node_ip},DNS:{node}\nextendedKeyUsage=serverAuth",
         )
         sign(pki, "kube-proxy", "/CN=system:kube-proxy", client)
+        sign(pki, "kube-router", "/CN=system:kube-router", client)
         # The API server reaches kubelets (logs, exec) and aggregated APIs with these.
         sign(pki, "apiserver-kubelet-client", "/O=system:masters/CN=kube-apiserver", client)
         sign(

@@ -7,7 +7,10 @@ for real, so the operator, training Jobs and predictors can run end to end:
   CRI, runc and cgroupfs; the sandbox image is a pause program built here, ``FROM scratch``;
 - CNI from Debian's ``containernetworking-plugins``: bridge ``mso0`` + host-local + portmap;
 - kubelet and kube-proxy (iptables mode), built from the control plane's module;
-- metrics-server as a host process behind an APIService, so the HPA controller sees real CPU.
+- metrics-server as a host process behind an APIService, so the HPA controller sees real CPU;
+- kube-router's network policy controller alone (``--run-firewall``, no routing, no service
+  proxy) as a host process: it turns NetworkPolicies into iptables rules and ipsets on the
+  bridge's traffic, so the policies the operator builds are enforced here, not just stored.
 
 The node is tainted ``modelservice.dev/real-node=true:NoSchedule`` and labelled
 ``modelservice.dev/real-node=true``: only pods that opt in (toleration + nodeSelector) run on
@@ -57,7 +60,13 @@ PACKAGES = {
     "/usr/sbin/iptables": "iptables",
     "/usr/sbin/conntrack": "conntrack",
     "/usr/sbin/ip": "iproute2",
+    "/usr/sbin/ipset": "ipset",  # kube-router's policy sets
 }
+# kube-router's network policy controller: its filter chains and ipsets (names it uses in
+# pkg/controllers/netpol), removed by ``down`` without its --cleanup-config, which would also
+# flush every IPVS table and other interfaces of the machine.
+KUBE_ROUTER_CHAIN_PREFIXES = ("KUBE-ROUTER-", "KUBE-NWPLCY-", "KUBE-POD-FW-")
+KUBE_ROUTER_IPSET_PREFIXES = ("KUBE-SRC-", "KUBE-DST-")
 PAUSE_SOURCE = """\
 // pause: the pod sandbox's only process. It holds the pod's namespaces and exits on
 // SIGINT or SIGTERM, like the upstream pause image (built here: no registry).
@@ -159,7 +168,7 @@ def unavailable_reason(state_dir: Path) -> str | None:
 
 
 def ensure_packages() -> None:
-    """Debian's containerd, runc, CNI plugins, iptables and conntrack (once; CI is fresh)."""
+    """Debian's containerd, runc, CNI plugins, iptables, ipset, conntrack (once; CI is fresh)."""
     missing = sorted({pkg for path, pkg in PACKAGES.items() if not Path(path).exists()})
     if not missing:
         return
@@ -491,6 +500,41 @@ def api_objects(ip: str, ports: dict[str, int], ca_bundle: bytes) -> str:
             "subjects": [{"kind": "User", "name": "system:metrics-server"}],
         },
         {
+            # kube-router's network policy controller: what its informers watch (it starts
+            # Service, Endpoints and EndpointSlice informers even with the proxy off).
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": "system:kube-router"},
+            "rules": [
+                {
+                    "apiGroups": [""],
+                    "resources": ["namespaces", "pods", "services", "nodes", "endpoints"],
+                    "verbs": ["get", "list", "watch"],
+                },
+                {
+                    "apiGroups": ["networking.k8s.io"],
+                    "resources": ["networkpolicies"],
+                    "verbs": ["get", "list", "watch"],
+                },
+                {
+                    "apiGroups": ["discovery.k8s.io"],
+                    "resources": ["endpointslices"],
+                    "verbs": ["get", "list", "watch"],
+                },
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": "system:kube-router"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "system:kube-router",
+            },
+            "subjects": [{"kind": "User", "name": "system:kube-router"}],
+        },
+        {
             # A selector-less Service whose one endpoint is the host process.
             "apiVersion": "v1",
             "kind": "Service",
@@ -627,6 +671,72 @@ def start(
     )
 
 
+def kube_router_argv(
+    bins: Path, state_dir: Path, ports: dict[str, int], service_cidr: str
+) -> list[str]:
+    """kube-router as a network policy controller only, for this node."""
+    return [
+        str(bins / "kube-router"),
+        f"--kubeconfig={state_dir / 'kube-router.kubeconfig'}",
+        f"--hostname-override={NODE_NAME}",
+        "--run-firewall=true",
+        "--run-router=false",
+        "--run-service-proxy=false",
+        f"--service-cluster-ip-range={service_cidr}",
+        "--enable-ipv6=false",
+        f"--health-port={ports['kube_router_health']}",
+        "--metrics-port=0",
+        # A full resync now and then; policy, pod and namespace events apply at once.
+        "--iptables-sync-period=1m",
+        "--v=1",
+    ]
+
+
+def kube_router_synced() -> bool:
+    """Whether kube-router's first sync installed its forward chain (policies apply)."""
+    return (
+        subprocess.run(
+            ["iptables", "-t", "filter", "-S", "KUBE-ROUTER-FORWARD"],
+            capture_output=True,
+            check=False,
+        ).returncode
+        == 0
+    )
+
+
+def start_network_policy(
+    state_dir: Path,
+    bins: Path,
+    ports: dict[str, int],
+    service_cidr: str,
+    pids: dict[str, int],
+    spawn: Callable[[str, list[str], Path], int],
+    wait: Callable[[str, Callable[[], object], float], None],
+) -> dict[str, object]:
+    """Start kube-router's policy controller once the node exists; say whether it enforces.
+
+    It reads the Node object at start, so this runs after the node registered. A failure
+    leaves the node up without enforcement and says why (the NetworkPolicy e2e test fails
+    with that reason; nothing else depends on it).
+    """
+    version = (
+        (bins / "kube-router.version").read_text().strip()
+        if (bins / "kube-router.version").exists()
+        else None
+    )
+    if not (bins / "kube-router").exists() or version is None:
+        return {"enforced": False, "reason": f"kube-router is not built in {bins}"}
+    clean_kube_router()  # a chain left by an earlier run would pass for a first sync
+    pids["kube-router"] = spawn(
+        "kube-router", kube_router_argv(bins, state_dir, ports, service_cidr), state_dir / "logs"
+    )
+    try:
+        wait("kube-router's first policy sync", kube_router_synced, 60)
+    except (SystemExit, Exception) as error:
+        return {"enforced": False, "reason": f"kube-router did not sync: {error}"}
+    return {"enforced": True, "by": f"kube-router {version} (network policy controller)"}
+
+
 def stop(
     state_dir: Path, bins: Path, pids: dict[str, int], halt: Callable[[str, int], None]
 ) -> None:
@@ -637,7 +747,7 @@ def stop(
     store in ``/var/lib/mso-containerd`` stays, so the next ``up`` need not re-import.
     """
     node_dir = state_dir / "real-node"
-    for name in ("metrics-server", "kubelet"):
+    for name in ("kube-router", "metrics-server", "kubelet"):
         if name in pids:
             halt(name, pids[name])
     crictl = bins / "crictl"
@@ -660,12 +770,43 @@ def stop(
     kill_shims()
     unmount_under(node_dir)
     clean_network()
+    clean_kube_router()
     try:
         if json.loads(OWNER_FILE.read_text()).get("cluster_dir") == str(state_dir):
             OWNER_FILE.unlink()
     except (FileNotFoundError, json.JSONDecodeError):
         pass
     shutil.rmtree(CONTAINERD_STATE, ignore_errors=True)
+
+
+def clean_kube_router() -> None:
+    """kube-router's filter chains, the rules jumping to them, and its ipsets."""
+    rules = subprocess.run(
+        ["iptables", "-t", "filter", "-S"], capture_output=True, text=True, check=False
+    ).stdout.splitlines()
+    ours = KUBE_ROUTER_CHAIN_PREFIXES
+    for rule in rules:
+        args = shlex.split(rule)
+        target = args[args.index("-j") + 1] if "-j" in args[:-1] else ""
+        # A jump from a built-in chain into ours: delete it (ours go with their chains).
+        if rule.startswith("-A ") and target.startswith(ours) and not args[1].startswith(ours):
+            subprocess.run(
+                ["iptables", "-t", "filter", "-D", *args[1:]], capture_output=True, check=False
+            )
+    chains = [r.split()[1] for r in rules if r.startswith("-N ") and r.split()[1].startswith(ours)]
+    for flag in ("-F", "-X"):  # empty them all first: they jump to each other
+        for chain in chains:
+            subprocess.run(
+                ["iptables", "-t", "filter", flag, chain], capture_output=True, check=False
+            )
+    if shutil.which("ipset") is None:
+        return
+    names = subprocess.run(
+        ["ipset", "list", "-n"], capture_output=True, text=True, check=False
+    ).stdout.split()
+    for name in names:
+        if name.startswith(KUBE_ROUTER_IPSET_PREFIXES):
+            subprocess.run(["ipset", "destroy", name], capture_output=True, check=False)
 
 
 def kill_shims() -> None:

@@ -3,7 +3,8 @@
 Both the dataset loader (``train``) and the model fetcher (``serve --model-uri``) download
 through :func:`download`, which
 
-- accepts only ``http://`` and ``https://``, on the first request and on every redirect;
+- accepts only ``http://`` and ``https://``, on the first request and on every redirect
+  (``s3://bucket/key`` with S3 keys is first turned into its http(s) URL, :mod:`.s3auth`);
 - resolves the host itself and refuses any address that is not globally routable (loopback,
   link-local such as ``169.254.169.254``, private ranges that hold pod and Service addresses,
   shared, reserved, multicast) unless an allow-listed network holds it, then connects to
@@ -35,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .redact import redact_url
+from .s3auth import S3Keys, S3UriError, s3_url, sign_get
 
 __all__ = [
     "MAX_REDIRECTS",
@@ -79,14 +81,17 @@ class DownloadPolicy:
     ``allowed_networks``: addresses that are refused by default but allowed here (for a
     model store inside the cluster, or a test server on loopback). ``headers`` are sent to
     the first host only; a redirect to another host drops them (as browsers drop
-    ``Authorization``), so a credential never follows a redirect elsewhere.
+    ``Authorization``), so a credential never follows a redirect elsewhere. ``s3``: keys that
+    sign every request to the first host (SigV4, fresh for each redirect on that host) and
+    let the URL be ``s3://bucket/key``.
     """
 
     max_bytes: int
     deadline_s: float = 300.0
     allowed_networks: tuple[Network, ...] = ()
-    headers: Mapping[str, str] = field(default_factory=dict)
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
     max_redirects: int = MAX_REDIRECTS
+    s3: S3Keys | None = None
 
 
 @dataclass(frozen=True)
@@ -231,8 +236,30 @@ def download(url: str, target: Path, policy: DownloadPolicy) -> Downloaded:
         deadline.cancel()
 
 
+def _start(url: str, policy: DownloadPolicy) -> str:
+    """The first http(s) URL to request: ``url`` itself, or where an ``s3://`` URI lives."""
+    if urllib.parse.urlsplit(url).scheme.lower() != "s3":
+        return url
+    if policy.s3 is None:
+        raise DownloadError(
+            f"GET {redact_url(url)}: s3:// needs S3-style keys in the credentials Secret "
+            "(AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
+        )
+    try:
+        return s3_url(url, policy.s3)
+    except S3UriError as exc:
+        raise DownloadError(f"GET {redact_url(url)}: {exc}") from exc
+
+
+def _host_header(parts: urllib.parse.SplitResult, default_port: int) -> str:
+    # What http.client would send; given explicitly when signed, so both are the same.
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host
+    return host if parts.port in (None, default_port) else f"{host}:{parts.port}"
+
+
 def _download(url: str, target: Path, policy: DownloadPolicy, deadline: _Deadline) -> Downloaded:
-    current = url
+    current = _start(url, policy)
     first_host: str | None = None
     for _ in range(policy.max_redirects + 1):
         shown = redact_url(current)
@@ -257,6 +284,9 @@ def _download(url: str, target: Path, policy: DownloadPolicy, deadline: _Deadlin
             headers = {"User-Agent": "modelservice-serving", "Accept-Encoding": "identity"}
             if host == first_host:
                 headers.update(policy.headers)
+                if policy.s3 is not None:
+                    default_port = 443 if scheme == "https" else 80
+                    headers.update(sign_get(policy.s3, current, _host_header(parts, default_port)))
             connection.connect()
             deadline.watch(connection.sock)
             connection.request("GET", path, headers=headers)

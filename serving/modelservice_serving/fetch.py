@@ -20,15 +20,17 @@ import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
 
-from .credentials import CredentialsError, request_headers
+from . import credentials
 from .download import SCHEMES, DownloadError, DownloadPolicy, download, parse_networks
 from .redact import redact_url
 
-__all__ = ["MAX_ENTRIES", "SCHEMES", "ModelDownloadError", "fetch_model"]
+__all__ = ["MAX_ENTRIES", "SCHEMES", "URI_SCHEMES", "ModelDownloadError", "fetch_model"]
 
 log = logging.getLogger(__name__)
 
 SAVED_MODEL = "saved_model.pb"
+# What spec.model.uri may name: http(s), or s3://bucket/key with S3 keys in the credentials.
+URI_SCHEMES = (*SCHEMES, "s3")
 # A SavedModel is a handful of files; 10,000 entries leaves room for assets.
 MAX_ENTRIES = 10_000
 # What a corrupt archive raises from zipfile, tarfile, gzip and zlib.
@@ -119,18 +121,20 @@ def fetch_model(
     """
     shown = redact_url(uri)
     scheme = uri.partition("://")[0].lower()
-    if scheme not in SCHEMES:
+    if scheme not in URI_SCHEMES:
         raise ModelDownloadError(
-            f"{shown}: scheme {scheme}:// is not supported (supported: http://, https://)"
+            f"{shown}: scheme {scheme}:// is not supported (supported: http://, https://, s3://)"
         )
     try:
+        found = credentials.read(credentials_dir)
         policy = DownloadPolicy(
             max_bytes=max_bytes,
             deadline_s=timeout_s,
             allowed_networks=parse_networks(allowed_networks),
-            headers=request_headers(credentials_dir),
+            headers=found.headers,
+            s3=found.s3,
         )
-    except (CredentialsError, ValueError) as exc:
+    except (credentials.CredentialsError, ValueError) as exc:
         raise ModelDownloadError(f"{shown}: {exc}") from exc
     key = hashlib.sha256(uri.encode()).hexdigest()[:16]
     unpacked = cache_dir / key

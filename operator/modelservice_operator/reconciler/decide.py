@@ -41,9 +41,10 @@ __all__ = [
     "serving_target",
 ]
 
-SUPPORTED_SCHEMES = ("pvc", "http", "https")
-# Downloaded by the server itself (``serve --model-uri``) into an emptyDir cache.
-ARCHIVE_SCHEMES = ("http", "https")
+SUPPORTED_SCHEMES = ("pvc", "http", "https", "s3")
+# Downloaded by the server itself (``serve --model-uri``) into an emptyDir cache; s3:// with
+# S3-style keys in spec.model.credentials (the CRD refuses s3:// without them).
+ARCHIVE_SCHEMES = ("http", "https", "s3")
 
 
 @dataclass(frozen=True)
@@ -132,8 +133,9 @@ def _uri_target(uri: str, version: int | None) -> Target:
             Stuck(
                 "UnsupportedModelURI",
                 f"spec.model.uri scheme {scheme}:// is not served by this operator yet; "
-                "supported today: pvc://claim/path, and http:// or https:// to a .tar.gz, "
-                ".tgz or .zip archive of a SavedModel version directory",
+                "supported today: pvc://claim/path, and http://, https:// or s3:// (with S3 "
+                "keys in spec.model.credentials) to a .tar.gz, .tgz or .zip archive of a "
+                "SavedModel version directory",
             ),
         )
     if scheme in ARCHIVE_SCHEMES:

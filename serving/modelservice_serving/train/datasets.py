@@ -53,16 +53,17 @@ class Dataset:
 def load(
     spec: str, label_column: str = "label", download_policy: DownloadPolicy | None = None
 ) -> Dataset:
-    """Loads a named dataset or a CSV/NPZ file from a path or a file/http(s) URI.
+    """Loads a named dataset or a CSV/NPZ file from a path or a file/http(s)/s3 URI.
 
-    ``download_policy`` bounds an http(s) download (see :mod:`modelservice_serving.download`).
+    ``download_policy`` bounds an http(s) or s3 download and holds its credentials (see
+    :mod:`modelservice_serving.download`).
     """
     if spec == "digits":
         return _digits()
     if spec in ("mnist", "fashion_mnist"):
         return _keras_dataset(spec)
     parsed = urllib.parse.urlparse(spec)
-    if parsed.scheme in ("http", "https"):
+    if parsed.scheme in ("http", "https", "s3"):
         path = _download(spec, Path(parsed.path).name, download_policy)
     elif parsed.scheme == "file":
         path = Path(urllib.parse.unquote(parsed.path))
@@ -71,7 +72,7 @@ def load(
     else:
         raise UnsupportedDatasetError(
             f"dataset URI scheme {parsed.scheme!r} is not supported (use a path, file:// or "
-            f"http(s)://, or one of {', '.join(BUILTIN)})"
+            f"http(s)://, s3:// with S3 keys, or one of {', '.join(BUILTIN)})"
         )
     suffix = path.suffix.lower()
     if suffix not in FILE_SUFFIXES:

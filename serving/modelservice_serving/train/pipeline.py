@@ -11,8 +11,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .. import report
-from ..credentials import CredentialsError, request_headers
+from .. import credentials, report
 from ..download import DownloadPolicy, parse_networks
 from ..export import save_version
 from ..redact import redact_url
@@ -69,13 +68,15 @@ def _lineage(settings: TrainSettings, data: datasets.Dataset) -> dict[str, Any]:
 def download_policy(settings: TrainSettings) -> DownloadPolicy:
     """The limits of a dataset download: allowed networks, deadline, bytes, credentials."""
     try:
+        found = credentials.read(settings.dataset_credentials_dir)
         return DownloadPolicy(
             max_bytes=settings.dataset_max_bytes,
             deadline_s=settings.download_timeout_s,
             allowed_networks=parse_networks(settings.download_allow_networks),
-            headers=request_headers(settings.dataset_credentials_dir),
+            headers=found.headers,
+            s3=found.s3,
         )
-    except (CredentialsError, ValueError) as exc:
+    except (credentials.CredentialsError, ValueError) as exc:
         raise DatasetDownloadFailedError(str(exc)) from exc
 
 

@@ -143,6 +143,16 @@ INVALID += [
         "spec.training.args needs spec.training.command",
     ),
     ("zero workers", _with("spec.training.workers", 0), "spec.training.workers"),
+    (
+        "s3 dataset without credentials",
+        _with("spec.training.dataset", "s3://data/digits.csv"),
+        "spec.training.dataset s3://bucket/key needs spec.training.datasetCredentials",
+    ),
+    (
+        "s3 model without credentials",
+        _uri_only(uri="s3://models/digits/v3.tgz"),
+        "spec.model.uri s3://bucket/key needs spec.model.credentials",
+    ),
 ]
 # Two fields at once for the split rule.
 _split = _with("spec.training.validationSplit", 0.5)
@@ -182,6 +192,8 @@ def test_sample_is_accepted_as_written(crd: KubeCluster, namespace: str) -> None
     for archive in ("https://models.example.com:8443/digits/v3.tar.gz", "http://models/m.zip"):
         remote = _uri_only(uri=archive)
         crd.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", "-", input=_json(remote))
+    s3 = _uri_only(uri="s3://models/digits/v3.tgz", credentials={"secretName": "store-keys"})
+    crd.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", "-", input=_json(s3))
     uri = _uri_only(uri="pvc://models/digits/v1", version=3)
     crd.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", "-", input=_json(uri))
 

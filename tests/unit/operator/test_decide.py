@@ -245,7 +245,7 @@ def test_serving_target_pin_promoted_and_uri() -> None:
     assert serving_target(pinned, versions, None, "store").model_dir == "/models/v1"
     current = ModelStatus(version=1)
     assert serving_target(spec, [], current, "store").model == current
-    uri = ModelServiceSpec.model_validate({"model": {"uri": "s3://bucket/m"}})
+    uri = ModelServiceSpec.model_validate({"model": {"uri": "gs://bucket/m"}})
     problem = serving_target(uri, [], None, "store").problem
     assert problem is not None
     assert problem.reason == "UnsupportedModelURI"

@@ -231,12 +231,12 @@ async def test_uri_model_without_training() -> None:
     assert pod["volumes"][0]["persistentVolumeClaim"] == {"claimName": "models", "readOnly": True}
     assert "--model-dir=/models/digits/v7" in pod["containers"][0]["args"]
     assert conditions(ms)["Trained"]["reason"] == "ModelProvided"
-    kube.objects[("ModelService", NS, "digits")]["spec"]["model"]["uri"] = "s3://b/m"
+    kube.objects[("ModelService", NS, "digits")]["spec"]["model"]["uri"] = "gs://b/m"
     ms = await run(kube)
     assert ms["status"]["phase"] == "Failed"
     assert conditions(ms)["Ready"]["reason"] == "UnsupportedModelURI"
     assert (
-        "supported today: pvc://claim/path, and http:// or https://"
+        "supported today: pvc://claim/path, and http://, https:// or s3://"
         in (conditions(ms)["Ready"]["message"])
     )
 

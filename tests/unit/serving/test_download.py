@@ -352,7 +352,7 @@ def test_credentials_from_a_mounted_secret(tmp_path: Path) -> None:
     assert request_headers(basic) == {"Authorization": "Basic YW5uOnB3"}
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(CredentialsError, match="none of: token, or username and password"):
+    with pytest.raises(CredentialsError, match="none of: token, username and password, or AWS_"):
         request_headers(empty)
     with pytest.raises(CredentialsError, match="does not exist"):
         request_headers(tmp_path / "missing")

@@ -118,7 +118,9 @@ def test_unreachable_host_and_other_schemes(tmp_path: Path) -> None:
         fetch_model(
             f"http://127.0.0.1:{free_port()}/m.zip", tmp_path, LIMIT, 5, allowed_networks=LOOPBACK
         )
-    with pytest.raises(ModelDownloadError, match="supported: http://, https://"):
+    with pytest.raises(ModelDownloadError, match="supported: http://, https://, s3://"):
+        fetch_model("gs://bucket/m.tar.gz", tmp_path, LIMIT, 5)
+    with pytest.raises(ModelDownloadError, match="s3:// needs S3-style keys"):
         fetch_model("s3://bucket/m.tar.gz", tmp_path, LIMIT, 5)
 
 
