@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 import localcluster
@@ -14,6 +15,12 @@ from localcluster.state import load_state
 
 
 def main() -> None:
+    # The node's tools (iptables, ipset, conntrack, ip) live in sbin, which a non-login
+    # shell's PATH may lack; kubelet, kube-proxy and kube-router inherit this PATH.
+    path = os.environ.get("PATH", "").split(os.pathsep)
+    os.environ["PATH"] = os.pathsep.join(
+        [*path, *(d for d in ("/usr/sbin", "/sbin") if d not in path)]
+    )
     parser = argparse.ArgumentParser(description=(localcluster.__doc__ or "").split("\n\n")[0])
     parser.add_argument(
         "command", choices=["up", "down", "nodes", "status", "load-image", "autoscalers"]
