@@ -5,7 +5,9 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-CLUSTER := $(PY) tests/cluster/localcluster.py
+# The local cluster package (hack/localcluster), runnable without the venv for `cluster-down`.
+LOCALCLUSTER := PYTHONPATH=hack
+CLUSTER := $(LOCALCLUSTER) $(PY) -m localcluster
 PYTEST_ARGS ?=
 
 .PHONY: help
@@ -20,8 +22,8 @@ $(VENV): pyproject.toml ## the virtual environment with the operator, server and
 
 .PHONY: lint
 lint: $(VENV) ## ruff and mypy --strict
-	$(VENV)/bin/ruff check operator serving tests
-	$(VENV)/bin/ruff format --check operator serving tests
+	$(VENV)/bin/ruff check operator serving tests hack
+	$(VENV)/bin/ruff format --check operator serving tests hack
 	$(VENV)/bin/mypy
 
 .PHONY: cluster
@@ -30,7 +32,7 @@ cluster: $(VENV) ## start (or reuse) the local cluster; leaves .cluster/kubeconf
 
 .PHONY: cluster-down
 cluster-down: ## stop every cluster process and remove its state
-	$(PYTHON) tests/cluster/localcluster.py down
+	$(LOCALCLUSTER) $(PYTHON) -m localcluster down
 
 .PHONY: test-unit
 test-unit: $(VENV) ## pure tests: no cluster, no docker
@@ -45,12 +47,12 @@ test: $(VENV) lint ## every test tier: unit, cluster, e2e
 demo: $(VENV) ## the main job: the operator (Helm) trains, gates and serves the sample on the real node
 	$(CLUSTER) up
 	$(CLUSTER) nodes
-	$(PY) tests/e2e/demo.py
+	$(LOCALCLUSTER) $(PY) -m localcluster.demo
 
 .PHONY: demo-clean
 demo-clean: $(VENV) ## remove what `make demo` created (namespaces, operator release, model store)
-	$(PY) tests/e2e/demo.py --clean
-	$(PY) tests/cluster/operator_demo.py --stop
+	$(LOCALCLUSTER) $(PY) -m localcluster.demo --clean
+	$(LOCALCLUSTER) $(PY) -m localcluster.operator_process --stop
 
 # ---------------------------------------------------------------- installation (deploy/, charts/)
 CHART := charts/modelservice-operator

@@ -12,14 +12,14 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from kubeharness import KubeCluster, wait_for
+from localcluster.kubectl import KubeCluster, wait_for
+from localcluster.state import cli_argv, cli_env
 
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER_DIR = Path(os.environ.get("MSO_CLUSTER_DIR", REPO / ".cluster"))
@@ -37,9 +37,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def kube_cluster() -> KubeCluster:
     """The local cluster, started (or reused) once per session."""
-    subprocess.run(
-        [sys.executable, str(REPO / "tests" / "cluster" / "localcluster.py"), "up"], check=True
-    )
+    subprocess.run(cli_argv("up"), env=cli_env(), check=True)
     return KubeCluster(kubeconfig=CLUSTER_DIR / "kubeconfig", bin_dir=CLUSTER_DIR / "bin")
 
 

@@ -235,19 +235,6 @@ class Kube:
         )
         return obj
 
-    async def json_patch(
-        self, kind: str, namespace: str, name: str, ops: list[dict[str, Any]]
-    ) -> dict[str, Any]:
-        """Apply an RFC 6902 JSON patch and return the object."""
-        obj: dict[str, Any] = await self._call(
-            "PATCH",
-            KINDS[kind].path(namespace, name),
-            body=ops,
-            query=_field_manager(),
-            content_type="application/json-patch+json",
-        )
-        return obj
-
     async def merge_patch(
         self, kind: str, namespace: str, name: str, patch: dict[str, Any]
     ) -> dict[str, Any]:

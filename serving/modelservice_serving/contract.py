@@ -12,6 +12,7 @@ TensorFlow, NumPy or the server's dependencies (a unit test checks the imports).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -232,15 +233,9 @@ def parse_result(text: str | None) -> Succeeded | Failed | None:
     """
     if not text or not text.strip():
         return None
-    for line in [text.strip(), *reversed(text.strip().splitlines())]:
-        line = line.strip()
-        if not line.startswith("{"):
-            continue
-        try:
-            value = json.loads(line)
-        except ValueError:
-            continue
-        if not isinstance(value, dict) or "status" not in value:
+    # The whole message first (a result printed alone), then each line from the end.
+    for value in _json_objects([text.strip(), *reversed(text.strip().splitlines())]):
+        if "status" not in value:
             continue
         try:
             return _RESULT.validate_python(value)
@@ -251,7 +246,18 @@ def parse_result(text: str | None) -> Succeeded | Failed | None:
 
 def parse_epoch(log: str | None) -> EpochEvent | None:
     """The last epoch line of a training log, None when there is none."""
-    for line in reversed((log or "").splitlines()):
+    for value in _json_objects(reversed((log or "").splitlines())):
+        if value.get("event") == "epoch":
+            try:
+                return EpochEvent.model_validate(value)
+            except ValidationError:
+                continue
+    return None
+
+
+def _json_objects(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
+    """The JSON objects among ``lines``, in their order; other lines are skipped."""
+    for line in lines:
         line = line.strip()
         if not line.startswith("{"):
             continue
@@ -259,9 +265,5 @@ def parse_epoch(log: str | None) -> EpochEvent | None:
             value = json.loads(line)
         except ValueError:
             continue
-        if isinstance(value, dict) and value.get("event") == "epoch":
-            try:
-                return EpochEvent.model_validate(value)
-            except ValidationError:
-                continue
-    return None
+        if isinstance(value, dict):
+            yield value

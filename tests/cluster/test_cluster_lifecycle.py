@@ -1,4 +1,4 @@
-"""``localcluster.py up`` is idempotent and ``down`` leaves nothing behind.
+"""``python -m localcluster up`` is idempotent and ``down`` leaves nothing behind.
 
 Runs a second, private cluster beside the session's one (its own state folder,
 its own free ports), which also proves two clusters on one machine never
@@ -8,20 +8,17 @@ fight over ports.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
-from kubeharness import KubeCluster
-
-SCRIPT = Path(__file__).parent / "localcluster.py"
+from localcluster.kubectl import KubeCluster
+from localcluster.state import cli_argv, cli_env
 
 
 def localcluster(state_dir: Path, command: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, str(SCRIPT), command],
-        env={**os.environ, "MSO_CLUSTER_DIR": str(state_dir), "MSO_USE_EXISTING_CLUSTER": ""},
+        cli_argv(command),
+        env=cli_env(MSO_CLUSTER_DIR=str(state_dir), MSO_USE_EXISTING_CLUSTER=""),
         capture_output=True,
         text=True,
         check=True,

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from kubeharness import KubeCluster, wait_for
+from localcluster.kubectl import KubeCluster, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "modelservice-operator"

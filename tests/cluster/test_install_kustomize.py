@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from kubeharness import KubeCluster, wait_for
+from localcluster.kubectl import KubeCluster, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 NAMESPACE = "modelservice-system"

@@ -11,23 +11,20 @@ own cluster harness (tests/cluster/operator/opharness.py).
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from kubeharness import KubeCluster, wait_for
+from localcluster.kubectl import KubeCluster, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "modelservice-operator"
 RELEASE = "mso"
 SERVICE_ACCOUNT = f"{RELEASE}-modelservice-operator"
 
-# The operator's harness lives next to its tests, which pytest puts on sys.path only while
-# collecting that folder.
-sys.path.insert(0, str(Path(__file__).parent / "operator"))
+# The operator's harness (tests/cluster/operator/, on pytest's pythonpath).
 opharness = pytest.importorskip("opharness", reason="the operator's cluster harness")
 
 

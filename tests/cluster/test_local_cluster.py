@@ -9,16 +9,16 @@ on the cluster behaving as a production one would.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from kubeharness import KubeCluster, KubectlError, wait_for
+from localcluster.kubectl import KubeCluster, KubectlError, wait_for
+from localcluster.state import HERE
 
 PINNED = dict(
     line.split("=", 1)
-    for line in (Path(__file__).parent / "versions.env").read_text().splitlines()
+    for line in (HERE / "versions.env").read_text().splitlines()
     if line and not line.startswith("#")
 )
 K8S_VERSION = PINNED["K8S_VERSION"]

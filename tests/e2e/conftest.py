@@ -1,6 +1,6 @@
 """Fixtures of the real-node e2e tier: images on the node, the operator by Helm, a namespace.
 
-Everything here runs for real on the local cluster's real node (``tests/cluster/realnode.py``):
+Everything here runs for real on the local cluster's real node (``hack/localcluster/realnode.py``):
 the operator image and the serving image are built with Docker and loaded into the node's
 containerd, the operator is installed by its Helm chart watching only this session's
 namespace (other tests on the same cluster run their own operators), and tests create
@@ -12,19 +12,16 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from kubeharness import KubeCluster
+from localcluster import workloads as rw
+from localcluster.kubectl import KubeCluster
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tests" / "cluster"))
-
-import realnode_workloads as rw  # noqa: E402
 
 CLUSTER_DIR = Path(os.environ.get("MSO_CLUSTER_DIR", REPO / ".cluster"))
 

@@ -13,11 +13,12 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import docker_env
 import httpx
 import numpy as np
 import pytest
 from sklearn.datasets import load_digits
+
+from localcluster import docker_env
 
 pytestmark = [
     pytest.mark.e2e,

@@ -19,11 +19,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import autoscalers
 import pytest
-import realnode_workloads as rw
 
-from kubeharness import KubeCluster, wait_for
+from localcluster import addons
+from localcluster import workloads as rw
+from localcluster.kubectl import KubeCluster, wait_for
 
 pytestmark = pytest.mark.timeout(1800)
 
@@ -46,7 +46,7 @@ TIMELINE = Path(
 @pytest.fixture(scope="module")
 def keda_namespace(kube_cluster: KubeCluster, real_images: tuple[str, str]) -> Iterator[str]:
     """A namespace watched by an operator with KEDA enabled (KEDA must run in the cluster)."""
-    if "keda" not in autoscalers.wanted_parts():
+    if "keda" not in addons.wanted_parts():
         pytest.skip("MSO_AUTOSCALERS leaves KEDA out, by request")
     available = kube_cluster.kubectl(
         "get",

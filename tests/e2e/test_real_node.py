@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-import realnode_workloads as rw
 
-from kubeharness import KubeCluster, wait_for
+from localcluster import workloads as rw
+from localcluster.kubectl import KubeCluster, wait_for
 
 # The first test also pays for the session's images (a cold serving image build installs
 # TensorFlow) and the operator's install: more than the suite's default 900 s may go by.

@@ -20,10 +20,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-import realnode_workloads as rw
 import yaml
 
-from kubeharness import KubeCluster
+from localcluster import workloads as rw
+from localcluster.kubectl import KubeCluster
+from localcluster.state import cli_argv, cli_env
 
 pytestmark = pytest.mark.timeout(1800)
 
@@ -58,8 +59,8 @@ def cnn_image(real_images: tuple[str, str]) -> str:
         env={**os.environ, "DOCKER_BUILDKIT": "0"},
     )  # fmt: skip
     subprocess.run(
-        [sys.executable, str(REPO / "tests/cluster/localcluster.py"), "load-image", CNN_IMAGE],
-        env={**os.environ, "MSO_CLUSTER_DIR": str(CLUSTER_DIR)},
+        cli_argv("load-image", CNN_IMAGE),
+        env=cli_env(MSO_CLUSTER_DIR=str(CLUSTER_DIR)),
         check=True,
         timeout=600,
     )

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from opharness import CRD, OperatorProcess, free_port
 
-from kubeharness import KubeCluster, wait_for
+from localcluster.kubectl import KubeCluster, wait_for
 
 
 @pytest.fixture(scope="session")

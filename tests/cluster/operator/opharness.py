@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from kubeharness import KubeCluster, wait_for
+from localcluster.kubectl import KubeCluster, wait_for
 
 REPO = Path(__file__).resolve().parents[3]
 CRD = REPO / "deploy" / "crd" / "modelservices.modelservice.dev.yaml"

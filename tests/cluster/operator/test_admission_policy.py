@@ -16,7 +16,7 @@ import pytest
 import yaml
 from opharness import REPO, sample_manifest
 
-from kubeharness import KubeCluster, KubectlError, wait_for
+from localcluster.kubectl import KubeCluster, KubectlError, wait_for
 
 CHART = REPO / "charts" / "modelservice-operator"
 ALLOWED_IMAGE = "registry.example.com/ml/serving:1"

@@ -14,12 +14,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import autoscalers
 import pytest
 from kubernetes_asyncio import client, config
 from opharness import OperatorProcess, apply, sample_manifest
 
-from kubeharness import KubeCluster, wait_for
+from localcluster import addons
+from localcluster.kubectl import KubeCluster, wait_for
 from modelservice_operator.kube import Kube
 
 SCALED_OBJECTS_CRD = "scaledobjects.keda.sh"
@@ -29,7 +29,7 @@ def keda_crd_file(cluster: KubeCluster) -> Path:
     """KEDA's ScaledObject CRD, copied beside the cluster's binaries by the build."""
     cache = (cluster.bin_dir / "kubectl").resolve().parent.parent
     crd = cache / "keda-config" / "crd" / "bases" / "keda.sh_scaledobjects.yaml"
-    assert crd.is_file(), f"{crd} is missing: run tests/cluster/build-binaries.sh --autoscalers"
+    assert crd.is_file(), f"{crd} is missing: run hack/localcluster/build-binaries.sh --autoscalers"
     return crd
 
 
@@ -123,7 +123,7 @@ def test_discovery_tells_served_from_absent(keda_api: KubeCluster) -> None:
 @pytest.fixture(scope="module")
 def keda_running(kube_cluster: KubeCluster) -> KubeCluster:
     """KEDA's operator and metrics API server run here (``make cluster`` starts them)."""
-    if "keda" not in autoscalers.wanted_parts():
+    if "keda" not in addons.wanted_parts():
         pytest.skip("MSO_AUTOSCALERS leaves KEDA out, by request")
     state_file = Path(kube_cluster.kubeconfig).parent / "state.json"
     state: dict[str, Any] = json.loads(state_file.read_text()) if state_file.is_file() else {}
@@ -134,7 +134,7 @@ def keda_running(kube_cluster: KubeCluster) -> KubeCluster:
     assert {"keda", "keda-adapter"} <= set(pids), why
     available = kube_cluster.kubectl(
         "get",
-        autoscalers.EXTERNAL_METRICS_API,
+        addons.EXTERNAL_METRICS_API,
         "-o",
         "jsonpath={.status.conditions[?(@.type=='Available')].status}",
         check=False,

@@ -14,7 +14,7 @@ import pytest
 from opharness import OperatorProcess, apply, sample_manifest
 from throttleproxy import Seen, ThrottleProxy
 
-from kubeharness import KubeCluster
+from localcluster.kubectl import KubeCluster
 
 RETRY_AFTER_S = 3.0
 REFUSALS = 2

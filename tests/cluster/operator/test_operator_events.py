@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from opharness import MS, OperatorProcess, sample_manifest
 
-from kubeharness import KubeCluster, wait_for
+from localcluster.kubectl import KubeCluster, wait_for
 
 RESYNC_S = 600
 

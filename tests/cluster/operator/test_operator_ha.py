@@ -15,7 +15,7 @@ from pathlib import Path
 
 from opharness import MS, OperatorProcess, apply, sample_manifest, sim_success
 
-from kubeharness import KubeCluster, wait_for
+from localcluster.kubectl import KubeCluster, wait_for
 
 TAKEOVER_LIMIT_S = 15.0
 COUNT = 8

@@ -19,7 +19,7 @@ from opharness import (
     wait_until,
 )
 
-from kubeharness import KubeCluster
+from localcluster.kubectl import KubeCluster
 
 
 def _version(obj: dict[str, Any]) -> str:

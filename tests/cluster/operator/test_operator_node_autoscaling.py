@@ -11,11 +11,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import autoscalers
 import pytest
 from opharness import MS, OperatorProcess, apply, sample_manifest
 
-from kubeharness import KubeCluster, wait_for
+from localcluster import addons
+from localcluster.kubectl import KubeCluster, wait_for
 
 H100 = "NVIDIA-H100-80GB-HBM3"
 
@@ -23,7 +23,7 @@ H100 = "NVIDIA-H100-80GB-HBM3"
 @pytest.fixture(scope="module")
 def karpenter(kube_cluster: KubeCluster) -> KubeCluster:
     """Karpenter runs in this cluster; its absence is an error, not a skip, unless opted out."""
-    if "karpenter" not in autoscalers.wanted_parts():
+    if "karpenter" not in addons.wanted_parts():
         pytest.skip("MSO_AUTOSCALERS=0: the cluster runs without Karpenter, by request")
     state_file = Path(kube_cluster.kubeconfig).parent / "state.json"
     state: dict[str, Any] = json.loads(state_file.read_text()) if state_file.is_file() else {}

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from opharness import sample_manifest
 
-from kubeharness import KubeCluster, KubectlError
+from localcluster.kubectl import KubeCluster, KubectlError
 
 
 def _with(path: str, value: Any) -> dict[str, Any]:

@@ -99,24 +99,6 @@ class FakeKube:
             obj["metadata"]["generation"] += 1
         return copy.deepcopy(obj)
 
-    async def json_patch(
-        self, kind: str, namespace: str, name: str, ops: list[dict[str, Any]]
-    ) -> dict[str, Any]:
-        obj = self.objects[(kind, namespace, name)]
-        for op in ops:
-            assert op["op"] == "add", op
-            *parents, leaf = [
-                p.replace("~1", "/").replace("~0", "~") for p in op["path"].split("/")[1:]
-            ]
-            cur = obj
-            for p in parents:
-                cur = cur[p]
-            cur[leaf] = copy.deepcopy(op["value"])
-        if any(op["path"].startswith("/spec") for op in ops):
-            obj["metadata"]["generation"] += 1
-        self.writes.append(("patch", kind, name))
-        return copy.deepcopy(obj)
-
     async def merge_patch(
         self, kind: str, namespace: str, name: str, patch: dict[str, Any]
     ) -> dict[str, Any]:

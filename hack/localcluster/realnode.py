@@ -1,6 +1,6 @@
 """The local cluster's one real worker node: containerd, CNI, kubelet, kube-proxy, metrics-server.
 
-Beside the simulated (kwok) nodes, ``localcluster.py up`` starts a node that runs containers
+Beside the simulated (kwok) nodes, ``python -m localcluster up`` starts a node that runs containers
 for real, so the operator, training Jobs and predictors can run end to end:
 
 - containerd (Debian's, its own instance: config, socket and state apart from Docker's) with
@@ -17,7 +17,7 @@ One machine has one real node at most: its bridge, pod range, iptables chains an
 are machine-wide. The first cluster to start one owns it (``/run/mso-real-node.json``); a second
 cluster on the same machine runs with simulated nodes only and says why.
 
-Only the standard library is used, like ``localcluster.py``.
+Only the standard library is used, like the rest of ``localcluster``.
 """
 
 from __future__ import annotations

@@ -24,16 +24,9 @@ from typing import Any
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
-LOCALCLUSTER = REPO / "tests" / "cluster" / "localcluster.py"
-sys.path.insert(0, str(REPO / "tests"))
-sys.path.insert(0, str(REPO / "tests" / "e2e"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import docker_env  # noqa: E402 - the serving side's Docker helpers
-import realnode  # noqa: E402
-
-from kubeharness import KubeCluster, wait_for  # noqa: E402
+from localcluster import docker_env, realnode
+from localcluster.kubectl import KubeCluster, wait_for
+from localcluster.state import REPO, cli_argv, cli_env
 
 SERVING_IMAGE = docker_env.IMAGE
 OPERATOR_IMAGE = "modelservice-operator:local"
@@ -61,7 +54,7 @@ def no_real_node_reason(cluster_dir: Path) -> str:
     if state.get("external"):
         return "an existing cluster (MSO_USE_EXISTING_CLUSTER) has no local real node"
     reason = state.get("real_node_unavailable") or "the running cluster was started without one"
-    return f"no real node: {reason} (`localcluster.py down` then `up` to get one)"
+    return f"no real node: {reason} (`python -m localcluster down` then `up` to get one)"
 
 
 # ---------------------------------------------------------------- images
@@ -124,14 +117,8 @@ def build_and_load_images(cluster_dir: Path) -> tuple[str, str]:
     operator = build_operator_image()
     built = time.monotonic()
     subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "tests/cluster/localcluster.py"),
-            "load-image",
-            operator,
-            serving,
-        ],
-        env={**os.environ, "MSO_CLUSTER_DIR": str(cluster_dir)},
+        cli_argv("load-image", operator, serving),
+        env=cli_env(MSO_CLUSTER_DIR=str(cluster_dir)),
         check=True,
     )
     print(

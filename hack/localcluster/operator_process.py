@@ -2,7 +2,8 @@
 
 Usage (from the repository root, with the local cluster up)::
 
-    .venv/bin/python tests/cluster/operator_demo.py [--namespace demo] [--timeout 180]
+    PYTHONPATH=hack .venv/bin/python -m localcluster.operator_process \
+        [--namespace demo] [--timeout 180]
         [--no-operator] [--stop]
 
 It applies ``deploy/crd``, starts the operator (``python -m kopf run -m

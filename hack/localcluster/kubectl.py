@@ -1,7 +1,7 @@
 """Drive a Kubernetes cluster from tests: kubectl, helm and polling.
 
-Importable from any test (``tests/`` is on pytest's pythonpath) as
-``from kubeharness import KubeCluster, wait_for``.
+Importable from any test (``hack/`` is on pytest's pythonpath) as
+``from localcluster.kubectl import KubeCluster, wait_for``.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ SHARED = {"externalMetricType": 'const externalMetricType = "External"'}
 
 def removed_files(names: list[str], keep: set[str]) -> list[str]:
     """The ``*_scaler.go`` files (and their tests) whose scaler is not kept."""
-    removed = []
+    removed: list[str] = []
     for name in names:
         stem = name.removesuffix(".go").removesuffix("_test")
         stem = re.sub(r"_integration$", "", stem)
@@ -48,7 +48,7 @@ def trim_switch(builder: str, defined: set[str]) -> str:
     """The builder with only the trigger cases whose constructor still exists."""
     start, end = builder.index(START), builder.index(END)
     head, *cases = re.split(r"\n\t(?=case |default:)", builder[start:end])
-    kept = []
+    kept: list[str] = []
     for case in cases:
         call = re.search(r"scalers\.(New\w+)\(", case)
         if case.startswith("default:") or (call and call.group(1) in defined):

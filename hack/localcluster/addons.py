@@ -27,6 +27,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
+from localcluster import realnode
+from localcluster.kwok import NODES
+from localcluster.pki import sign
+from localcluster.processes import alive, free_port, log, start, stop, wait_until
+from localcluster.state import STATE_DIR, load_state, save_state
+
 NAMESPACE = "keda"
 EXTERNAL_METRICS_API = "apiservice/v1beta1.external.metrics.k8s.io"
 # The GPU products the NodePools offer, as the static simulated nodes label them.
@@ -442,3 +448,56 @@ PORT_NAMES = (
     "karpenter_metrics",
     "karpenter_health",
 )
+
+
+def start_autoscalers(bins: Path) -> None:
+    """Start KEDA and Karpenter where built and not running; one that fails is stopped and
+    reported, and the cluster carries on without it."""
+    state = load_state()
+    assert state is not None
+    record = state.setdefault("autoscalers", {"pids": {}})
+    assert isinstance(record, dict)
+    pids: dict[str, int] = record.setdefault("pids", {})
+    ports: dict[str, int] = record.setdefault("ports", {})
+    for name in PORT_NAMES:
+        ports.setdefault(name, free_port())
+    unavailable: dict[str, str] = {}
+
+    def save() -> None:
+        if unavailable:
+            state["autoscalers_unavailable"] = "; ".join(
+                f"{k}: {v}" for k, v in unavailable.items()
+            )
+        else:
+            state.pop("autoscalers_unavailable", None)
+        save_state(state)
+
+    node = state.get("real_node")
+    ip = str(node["ip"]) if isinstance(node, dict) else realnode.host_ip()
+    kubectl = [str(bins / "kubectl"), "--kubeconfig", str(STATE_DIR / "kubeconfig")]
+    for part in wanted_parts():
+        names = {"keda": ("keda", "keda-adapter"), "karpenter": ("karpenter",)}[part]
+        if all(n in pids and alive(int(pids[n])) for n in names):
+            continue
+        started = time.monotonic()
+        try:
+            if not built(bins, part):
+                raise RuntimeError(f"not built in {bins} (build-binaries.sh --autoscalers)")
+            if part == "keda":
+                if ip is None:
+                    raise RuntimeError("no non-loopback address for KEDA's metrics API server")
+                start_keda(STATE_DIR, bins, ip, ports, pids, kubectl, start, wait_until, sign)
+            else:
+                start_karpenter(STATE_DIR, bins, ports, pids, kubectl, NODES, start, wait_until)
+        except (SystemExit, Exception) as error:
+            unavailable[part] = f"it failed to start ({error}); logs in {STATE_DIR / 'logs'}"
+            log(f"no {part}: {unavailable[part]}")
+            for name in names:
+                if name in pids:
+                    stop(name, int(pids.pop(name)))
+            save()
+            continue
+        record[f"{part}_ready_s"] = round(time.monotonic() - started, 1)
+        log(f"{part} ready in {record[f'{part}_ready_s']}s")
+        save()
+    save()

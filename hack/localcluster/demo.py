@@ -8,8 +8,8 @@ over KServe V1 and Open Inference Protocol V2, prints them beside the true label
 ``kubectl get ms``. Nothing is scripted: the accuracy is the training pod's, the predictions
 the serving pod's.
 
-    .venv/bin/python tests/e2e/demo.py            # leaves the demo running
-    .venv/bin/python tests/e2e/demo.py --clean    # removes the demo's namespaces
+    PYTHONPATH=hack .venv/bin/python -m localcluster.demo           # leaves the demo running
+    PYTHONPATH=hack .venv/bin/python -m localcluster.demo --clean   # removes its namespaces
 """
 
 from __future__ import annotations
@@ -24,12 +24,9 @@ from typing import Any
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tests" / "cluster"))
-
-import realnode_workloads as rw  # noqa: E402
-
-from kubeharness import KubeCluster, wait_for  # noqa: E402
+from localcluster import workloads as rw
+from localcluster.kubectl import KubeCluster, wait_for
+from localcluster.state import REPO, cli_argv, cli_env
 
 CLUSTER_DIR = Path(os.environ.get("MSO_CLUSTER_DIR", REPO / ".cluster"))
 NAMESPACE = "mso-demo"
@@ -67,9 +64,7 @@ def main() -> None:
     parser.add_argument("--clean", action="store_true", help="remove the demo and exit")
     args = parser.parse_args()
     started = time.monotonic()
-    subprocess.run(
-        [sys.executable, str(REPO / "tests" / "cluster" / "localcluster.py"), "up"], check=True
-    )
+    subprocess.run(cli_argv("up"), env=cli_env(), check=True)
     cluster = KubeCluster(kubeconfig=CLUSTER_DIR / "kubeconfig", bin_dir=CLUSTER_DIR / "bin")
     if args.clean:
         cluster.kubectl("delete", "namespace", NAMESPACE, "--wait=true", check=False)
@@ -83,8 +78,9 @@ def main() -> None:
             f"no real node ({rw.no_real_node_reason(CLUSTER_DIR)}): running the sample on the "
             "simulated nodes instead"
         )
-        simulated = REPO / "tests" / "cluster" / "operator_demo.py"
-        os.execv(sys.executable, [sys.executable, str(simulated)])
+        os.execve(
+            sys.executable, [sys.executable, "-m", "localcluster.operator_process"], cli_env()
+        )
 
     say("building the operator and serving images, loading them into the real node")
     operator_image, _ = rw.build_and_load_images(CLUSTER_DIR)

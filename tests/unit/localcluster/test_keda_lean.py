@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import keda_lean
 import pytest
+
+from localcluster import keda_lean
 
 BUILDER = """package scaling
 
