@@ -187,7 +187,7 @@ build_keda() {
   # are 3,700 packages, over an hour cold on two shared cores; these, 2,000.
   local stamp="${KEDA_VERSION} scalers=${KEDA_SCALERS// /,}"
   stamped keda "$stamp" && stamped keda-adapter "$stamp" && [ -d "$out/keda-config" ] && return 0
-  log "building keda ${KEDA_VERSION} with the scalers ${KEDA_SCALERS} (cold: about 15 min on 2 idle cores)"
+  log "building keda ${KEDA_VERSION} with the scalers ${KEDA_SCALERS} (cold: docs/measurements.md)"
   local mod="$out/src/keda" v=github.com/kedacore/keda/v2/version
   mkdir -p "$mod"
   local src
@@ -196,8 +196,10 @@ build_keda() {
   rm -rf "$mod/keda"
   cp -r "$src" "$mod/keda"
   chmod -R u+w "$mod/keda"
-  # shellcheck disable=SC2086 # one argument per scaler
-  python3 "$here/keda_lean.py" "$mod/keda" $KEDA_SCALERS
+  if [ "$KEDA_SCALERS" != all ]; then
+    # shellcheck disable=SC2086 # one argument per scaler
+    python3 "$here/keda_lean.py" "$mod/keda" $KEDA_SCALERS
+  fi
   {
     echo "module local/cluster-binaries/keda"
     echo
