@@ -14,7 +14,9 @@ from pathlib import Path
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-__all__ = ["EXEMPT_PATHS", "BearerTokenMiddleware", "read_token"]
+from .answer import Answer
+
+__all__ = ["EXEMPT_PATHS", "BearerToken", "BearerTokenMiddleware", "read_token"]
 
 # Probed by the kubelet, which sends no token; they tell nothing about the model.
 EXEMPT_PATHS = frozenset({"/", "/v2/health/live", "/v2/health/ready"})
@@ -29,32 +31,36 @@ def read_token(path: Path) -> bytes:
     return token
 
 
+class BearerToken:
+    """The expected ``Authorization`` value, and the 401 answer to a request without it."""
+
+    def __init__(self, token: bytes) -> None:
+        self.expected = b"Bearer " + token
+
+    def refusal(self, given: bytes | None) -> Answer | None:
+        """None when ``given`` (the request's ``Authorization`` header) is the token."""
+        if given is not None and hmac.compare_digest(given, self.expected):
+            return None
+        reason = "a bearer token is required" if not given else "the bearer token is not valid"
+        return Answer(
+            orjson.dumps({"error": reason}), 401, headers=((b"www-authenticate", CHALLENGE),)
+        )
+
+
 class BearerTokenMiddleware:
     """Refuses HTTP requests without the bearer token with 401, except the health probes."""
 
     def __init__(self, app: ASGIApp, token: bytes) -> None:
         self.app = app
-        self.expected = b"Bearer " + token
+        self.token = BearerToken(token)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in EXEMPT_PATHS:
             await self.app(scope, receive, send)
             return
-        given = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
-        if hmac.compare_digest(given, self.expected):
+        given = next((v for k, v in scope["headers"] if k == b"authorization"), None)
+        refusal = self.token.refusal(given)
+        if refusal is None:
             await self.app(scope, receive, send)
-            return
-        reason = "a bearer token is required" if not given else "the bearer token is not valid"
-        body = orjson.dumps({"error": reason})
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 401,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"www-authenticate", CHALLENGE),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        else:
+            await refusal.send(send)

@@ -17,11 +17,13 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from starlette.responses import PlainTextResponse, Response
+from starlette.types import Receive, Scope, Send
 
-from . import __version__, errors, openapi, payloads, protocol_v1, protocol_v2, routing
+from . import __version__, errors, openapi, payloads, protocol_v1, protocol_v2
 from .access import BearerTokenMiddleware, read_token
 from .batching import DynamicBatcher
 from .contract import ServerFailure, server_failure_line
+from .fastpath import InferenceFastPath
 from .fetch import ModelDownloadError, fetch_model
 from .grpc_server import GrpcListener
 from .metrics import RequestMetricsMiddleware, ServerMetrics
@@ -49,7 +51,9 @@ def load_model(settings: ServeSettings) -> ServedModel:
             max_entries=settings.model_max_entries,
         )
     assert model_dir is not None  # the settings give exactly one source
-    return ServedModel.load(model_dir, settings.model_name, settings.model_threads)
+    return ServedModel.load(
+        model_dir, settings.model_name, settings.model_threads, settings.model_runtime
+    )
 
 
 def _failure_line(exc: Exception) -> str:
@@ -90,6 +94,7 @@ async def _load(state: ServingState, loader: ModelLoader) -> None:
         max_queue_rows=settings.max_queue,
         on_batch=metrics.batch_size.observe,
         on_queue_depth=metrics.queue_depth.set,
+        inline_below_s=settings.inline_model_below_ms / 1000,
     )
     batcher.start()
     # TensorFlow leaves millions of long-lived objects; frozen, the collector stops walking
@@ -106,13 +111,29 @@ async def _load(state: ServingState, loader: ModelLoader) -> None:
         extra={
             "model": model.name,
             "version": model.version,
+            "runtime": model.runtime,
             "inputs": [spec.as_metadata() for spec in model.inputs],
             "load_seconds": round(elapsed, 3),
         },
     )
 
 
-def create_app(settings: ServeSettings, loader: ModelLoader = load_model) -> FastAPI:
+class ServingApp(FastAPI):
+    """FastAPI, with the inference routes answered first by the raw ASGI fast path."""
+
+    fast_path: InferenceFastPath | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        fast_path = self.fast_path
+        route = fast_path.serves(scope) if fast_path is not None else None
+        if route is not None:
+            assert fast_path is not None
+            await fast_path(route, scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
+def create_app(settings: ServeSettings, loader: ModelLoader = load_model) -> ServingApp:
     """Builds the app; the model loads when the app starts (its lifespan)."""
     metrics = ServerMetrics()
     state = ServingState(settings=settings, metrics=metrics)
@@ -133,7 +154,7 @@ def create_app(settings: ServeSettings, loader: ModelLoader = load_model) -> Fas
             if state.batcher is not None:
                 await state.batcher.stop()
 
-    app = FastAPI(
+    app = ServingApp(
         title="modelservice serving",
         version=__version__,
         description="KServe V1 and Open Inference Protocol (V2) over one dynamically batched "
@@ -183,12 +204,13 @@ def create_app(settings: ServeSettings, loader: ModelLoader = load_model) -> Fas
             body, content_type = metrics.exposition()
             return Response(body, media_type=content_type)
 
-    routing.install(app)
     openapi.install(app, settings.model_name, lambda: state.model)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
-    if settings.auth_token_file is not None:
+    token = read_token(settings.auth_token_file) if settings.auth_token_file is not None else None
+    if token is not None:
         # Outermost: a refused request reaches neither the metrics nor the routes.
-        app.add_middleware(BearerTokenMiddleware, token=read_token(settings.auth_token_file))
+        app.add_middleware(BearerTokenMiddleware, token=token)
+    app.fast_path = InferenceFastPath(state, token)
     return app
 
 

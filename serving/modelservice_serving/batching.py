@@ -2,7 +2,12 @@
 
 A batch is dispatched when it holds ``max_batch_size`` rows or when its oldest request has
 waited ``max_latency``. The model runs on one worker thread, so the event loop keeps
-accepting requests meanwhile; those pile up and go out together as the next batch.
+accepting requests meanwhile; those pile up and go out together as the next batch. A model
+whose calls take less than ``inline_below_s`` (the median of the last calls, which a core
+shared with other work does not skew; LiteRT on a small model takes tens of microseconds)
+is called on the event loop itself instead: handing each batch
+to a thread and its result back costs more than such a call, and on one core the thread
+gains nothing. A slower call moves the model back to its thread.
 
 A request larger than a batch is split: each batch shares its rows among the requests at the
 head of the queue (up to ``max_batch_size`` of them) by water-filling, so small requests go
@@ -22,6 +27,8 @@ import collections
 import contextlib
 import logging
 import math
+import statistics
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -38,6 +45,8 @@ BatchObserver = Callable[[int], None]
 
 # Weight of the newest request in the running bytes-per-row estimate.
 _LEARNING_RATE = 0.2
+# Model calls whose median duration decides where the next one runs.
+_TIMED_CALLS = 15
 
 
 @dataclass(eq=False)
@@ -87,8 +96,13 @@ class DynamicBatcher:
         max_queue_rows: int,
         on_batch: BatchObserver | None = None,
         on_queue_depth: BatchObserver | None = None,
+        inline_below_s: float = 0.0,
     ) -> None:
         self._predict = predict
+        self.inline_below_s = inline_below_s
+        # Durations of the last model calls; none yet: on the thread.
+        self._call_seconds: collections.deque[float] = collections.deque(maxlen=_TIMED_CALLS)
+        self._inline = False
         self.max_batch_size = max_batch_size
         self.max_latency_s = max_latency_s
         self.max_queue_rows = max_queue_rows
@@ -107,6 +121,11 @@ class DynamicBatcher:
     @property
     def queued_rows(self) -> int:
         return self._queued_rows
+
+    @property
+    def runs_inline(self) -> bool:
+        """Whether the next batch runs on the event loop (its calls have been that fast)."""
+        return self._inline
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._dispatch_forever())
@@ -239,15 +258,20 @@ class DynamicBatcher:
         if not live:
             return
         try:
-            outputs = await loop.run_in_executor(
-                self._executor, _predict_batch, self._predict, live
-            )
+            if self.runs_inline:
+                outputs, seconds = _predict_batch(self._predict, live)
+            else:
+                outputs, seconds = await loop.run_in_executor(
+                    self._executor, _predict_batch, self._predict, live
+                )
         except Exception as exc:
             log.exception("model call failed", extra={"requests": len(live)})
             for piece in live:
                 if not piece.pending.future.done():
                     piece.pending.future.set_exception(exc)
             return
+        self._call_seconds.append(seconds)
+        self._inline = statistics.median(self._call_seconds) < self.inline_below_s
         if self._on_batch is not None:
             self._on_batch(sum(piece.stop - piece.start for piece in live))
         for piece, result in zip(live, outputs, strict=True):
@@ -288,10 +312,12 @@ def _joined(pieces: list[Tensors]) -> Tensors:
     return {name: np.concatenate([piece[name] for piece in pieces]) for name in pieces[0]}
 
 
-def _predict_batch(predict: PredictFn, batch: list[_Slice]) -> list[Tensors]:
-    """On the model thread: concatenate, call the model once, split the outputs per slice."""
+def _predict_batch(predict: PredictFn, batch: list[_Slice]) -> tuple[list[Tensors], float]:
+    """Concatenate, call the model once, split the outputs per slice; with the call's
+    duration in seconds (on the model thread, or inline)."""
+    started = time.perf_counter()
     if len(batch) == 1 and batch[0].start == 0 and batch[0].stop == batch[0].pending.rows:
-        return [predict(batch[0].pending.inputs)]
+        return [predict(batch[0].pending.inputs)], time.perf_counter() - started
     names = batch[0].pending.inputs.keys()
     merged = {
         name: np.concatenate(
@@ -306,4 +332,4 @@ def _predict_batch(predict: PredictFn, batch: list[_Slice]) -> list[Tensors]:
         end = start + piece.stop - piece.start
         results.append({name: value[start:end] for name, value in outputs.items()})
         start = end
-    return results
+    return results, time.perf_counter() - started

@@ -17,21 +17,23 @@ from typing import Any
 
 import numpy as np
 import orjson
-from starlette.responses import Response
 
-from . import binary, payloads
+from . import binary
+from .answer import Answer, json_answer
 from .errors import InvalidInputError, InvalidRequestError
 
 HEADER = "inference-header-content-length"
+HEADER_KEY = HEADER.encode()
 EXTENSION = "binary_tensor_data"
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
 
 
-def parse_infer_body(body: bytes, declared: str) -> dict[str, Any]:
+def parse_infer_body(body: bytes, declared: bytes) -> dict[str, Any]:
     """A body sent with ``Inference-Header-Content-Length: declared``: its JSON header, with
     each binary input's bytes attached as that input's ``data``."""
     if not declared.isdigit():
-        raise InvalidRequestError(f"{HEADER} must be a byte count, got {declared!r}")
+        shown = declared[:40].decode("latin-1")
+        raise InvalidRequestError(f"{HEADER} must be a byte count, got {shown!r}")
     header_length = int(declared)
     if header_length > len(body):
         raise InvalidRequestError(
@@ -137,10 +139,10 @@ def binary_outputs(payload: dict[str, Any]) -> BinaryOutputs:
 JSON_ONLY = BinaryOutputs()
 
 
-def infer_response(response: dict[str, Any], wanted: BinaryOutputs) -> Response:
+def infer_answer(response: dict[str, Any], wanted: BinaryOutputs) -> Answer:
     """The V2 response: JSON, or JSON and raw bytes when the request asked for those."""
     if not wanted.any:
-        return payloads.json_response(response)
+        return json_answer(response)
     chunks: list[bytes] = []
     for output in response["outputs"]:
         if wanted.wants(output["name"]):
@@ -148,8 +150,8 @@ def infer_response(response: dict[str, Any], wanted: BinaryOutputs) -> Response:
             output["parameters"] = {"binary_data_size": len(raw)}
             chunks.append(raw)
     header = orjson.dumps(response, option=_NUMPY)
-    return Response(
+    return Answer(
         b"".join([header, *chunks]),
-        media_type="application/octet-stream",
-        headers={"Inference-Header-Content-Length": str(len(header))},
+        content_type=b"application/octet-stream",
+        headers=((HEADER_KEY, b"%d" % len(header)),),
     )

@@ -1,8 +1,9 @@
 """Domain errors of the model server and their one mapping to HTTP responses.
 
-Handlers raise these; :func:`install` turns each into a status code and a JSON body
-``{"error": "..."}`` (the error shape of both KServe V1 and the Open Inference Protocol).
-Bad input is never a 500.
+Handlers raise these; :func:`answer_for` turns each into a status code and a JSON body
+``{"error": "..."}`` (the error shape of both KServe V1 and the Open Inference Protocol),
+for FastAPI's routes (:func:`install`) and the inference fast path (:mod:`.fastpath`)
+alike. Bad input is never a 500.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
+
+from .answer import Answer
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +59,13 @@ class ModelNotReadyError(ServingError):
     headers: ClassVar[Mapping[str, str] | None] = {"Retry-After": "1"}
 
 
+class MethodNotAllowedError(ServingError):
+    """An inference path asked with another method than POST (405)."""
+
+    status_code = 405
+    headers: ClassVar[Mapping[str, str] | None] = {"Allow": "POST"}
+
+
 class PayloadTooLargeError(ServingError):
     status_code = 413
 
@@ -77,32 +87,39 @@ class OverloadedError(ServingError):
     headers: ClassVar[Mapping[str, str] | None] = {"Retry-After": "1"}
 
 
+def error_answer(
+    status_code: int, message: str, headers: Mapping[str, str] | None = None
+) -> Answer:
+    extra = tuple(
+        (name.lower().encode(), value.encode()) for name, value in (headers or {}).items()
+    )
+    return Answer(orjson.dumps({"error": message}), status_code, headers=extra)
+
+
 def error_response(
     status_code: int, message: str, headers: Mapping[str, str] | None = None
 ) -> Response:
-    return Response(
-        orjson.dumps({"error": message}),
-        status_code=status_code,
-        headers=headers,
-        media_type="application/json",
-    )
+    return error_answer(status_code, message, headers).response()
 
 
-async def _serving_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ServingError)
-    if isinstance(exc, ClientClosedRequestError):
-        return _client_closed(request)
-    return error_response(exc.status_code, exc.message, exc.headers)
+def answer_for(exc: BaseException, path: str) -> Answer:
+    """The answer to a request that raised ``exc``: the domain errors' own status, 499 for
+    a client that went away (logged at debug level), 500 for anything else (a bug: logged
+    with its trace)."""
+    if isinstance(exc, ClientClosedRequestError | ClientDisconnect):
+        log.debug("499 client closed request", extra={"path": path})
+        return CLIENT_CLOSED
+    if isinstance(exc, ServingError):
+        return error_answer(exc.status_code, exc.message, exc.headers)
+    log.exception("unexpected error", extra={"path": path}, exc_info=exc)
+    return error_answer(500, f"internal error: {type(exc).__name__}")
 
 
-async def _client_disconnect(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ClientDisconnect)
-    return _client_closed(request)
+CLIENT_CLOSED = error_answer(499, "client closed request")
 
 
-def _client_closed(request: Request) -> Response:
-    log.debug("499 client closed request", extra={"path": request.url.path})
-    return error_response(499, "client closed request")
+async def _mapped(request: Request, exc: Exception) -> Response:
+    return answer_for(exc, request.url.path).response()
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
@@ -118,15 +135,10 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return error_response(exc.status_code, str(exc.detail), exc.headers)
 
 
-async def _unexpected_error(request: Request, exc: Exception) -> Response:
-    log.exception("unexpected error", extra={"path": request.url.path})
-    return error_response(500, f"internal error: {type(exc).__name__}")
-
-
 def install(app: FastAPI) -> None:
     """Registers the handlers: domain errors, FastAPI's validation, HTTP errors, bugs."""
-    app.add_exception_handler(ServingError, _serving_error)
-    app.add_exception_handler(ClientDisconnect, _client_disconnect)
+    app.add_exception_handler(ServingError, _mapped)
+    app.add_exception_handler(ClientDisconnect, _mapped)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(Exception, _unexpected_error)
+    app.add_exception_handler(Exception, _mapped)

@@ -1,7 +1,8 @@
 """``save_version``: write a Keras model as a version directory the server loads.
 
 The layout is the contract's (``docs/contracts.md``): the SavedModel with a ``serve``
-signature, and ``metadata.json`` with the version, metrics, time and tensors. The directory
+signature, the same signature as LiteRT's ``model.tflite`` when it converts (the server's
+light runtime), and ``metadata.json`` with the version, metrics, time and tensors. The directory
 is built in a hidden sibling and renamed into place when complete; an existing version is
 never overwritten. The built-in trainer calls it, and so can your own training code.
 
@@ -12,6 +13,7 @@ chief's copy is kept.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import tempfile
 from collections.abc import Mapping
@@ -21,9 +23,18 @@ from typing import Any
 
 from . import report
 from .contract import datatype_of
+from .runtime_litert import LIGHT_FILE
 from .train.output import StagedOutput, version_from_dir
 
-__all__ = ["METADATA_FILE", "SIGNATURE", "save_version", "signature_tensors"]
+__all__ = [
+    "METADATA_FILE",
+    "SIGNATURE",
+    "save_version",
+    "signature_tensors",
+    "write_light_artifact",
+]
+
+log = logging.getLogger(__name__)
 
 METADATA_FILE = "metadata.json"
 SIGNATURE = "serve"
@@ -45,6 +56,27 @@ def signature_tensors(saved_model_dir: Path) -> tuple[list[dict[str, Any]], list
         [describe(name, spec) for name, spec in sorted(input_specs.items())],
         [describe(name, spec) for name, spec in sorted(signature.structured_outputs.items())],
     )
+
+
+def write_light_artifact(saved_model_dir: Path) -> bool:
+    """Converts the SavedModel's ``serve`` signature to ``model.tflite`` beside it, the
+    artifact the server runs without TensorFlow (:mod:`.runtime_litert`). Best effort: a
+    graph with ops LiteRT lacks is logged and served by TensorFlow. True when written."""
+    import tensorflow as tf
+
+    try:
+        converter = tf.lite.TFLiteConverter.from_saved_model(
+            str(saved_model_dir), signature_keys=[SIGNATURE]
+        )
+        flat = converter.convert()
+    except Exception as exc:  # the converter raises many kinds; none may fail training
+        log.warning(
+            "no LiteRT artifact: the SavedModel is served by TensorFlow",
+            extra={"error": f"{type(exc).__name__}: {str(exc)[:500]}"},
+        )
+        return False
+    (saved_model_dir / LIGHT_FILE).write_bytes(flat)
+    return True
 
 
 def save_version(
@@ -81,6 +113,7 @@ def save_version(
     try:
         model.export(str(staged.staging), verbose=False)
         inputs, outputs = signature_tensors(staged.staging)
+        light = write_light_artifact(staged.staging)
         document: dict[str, Any] = {
             "version": number,
             "metrics": {name: round(float(value), 6) for name, value in metrics.items()},
@@ -88,6 +121,8 @@ def save_version(
             "inputs": inputs,
             "outputs": outputs,
             "signature": SIGNATURE,
+            # The artifacts a server may run: the SavedModel always, LiteRT when converted.
+            "runtimes": ["tensorflow", *(["litert"] if light else [])],
         }
         if classes is not None:
             document["classes"] = list(classes)

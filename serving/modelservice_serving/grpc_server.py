@@ -37,6 +37,9 @@ class GrpcListener:
             interceptors.append(BearerTokenInterceptor(read_token(settings.auth_token_file)))
         server = grpc.aio.server(
             interceptors=interceptors,
+            # Past it grpcio answers RESOURCE_EXHAUSTED before the handler runs: the gRPC
+            # side's --max-in-flight (a stream counts once, whatever it carries).
+            maximum_concurrent_rpcs=settings.grpc_max_in_flight,
             options=[
                 # grpcio shares a port with any other process that binds it (SO_REUSEPORT)
                 # unless told not to: a second server on the port must fail, not split traffic.

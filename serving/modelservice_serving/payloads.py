@@ -7,7 +7,7 @@ instance per request, parsing dominates the cost of serving.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -16,6 +16,7 @@ from fastapi import Request
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
+from .answer import json_answer
 from .errors import (
     ClientClosedRequestError,
     InvalidInputError,
@@ -25,24 +26,57 @@ from .errors import (
 from .model import DATATYPES, TensorSpec
 
 _NUMERIC_KINDS = frozenset("biuf")
-_NUMPY = orjson.OPT_SERIALIZE_NUMPY
+_DTYPES = {datatype: np.dtype(scalar) for datatype, scalar in DATATYPES.items()}
+# Any JSON integer NumPy parses (int64/uint64) fits these as a finite number: no range or
+# finiteness check is needed after the cast.
+_WIDE_FLOATS = frozenset({np.dtype(np.float32), np.dtype(np.float64)})
 
 
-def declared_length(request: Request) -> int | None:
+class Upload(Protocol):
+    """A request's headers and body, whoever reads them: the raw ASGI fast path
+    (:mod:`.fastpath`) or a Starlette request (:class:`RequestUpload`)."""
+
+    def header(self, name: bytes) -> bytes | None:
+        """The first value of header ``name`` (lower case), or None."""
+        ...
+
+    async def body(self, limit: int) -> bytes:
+        """The whole body; 413 past ``limit`` bytes, 499 when the client goes away."""
+        ...
+
+
+def declared_length(upload: Upload) -> int | None:
     """The body's ``Content-Length``, when it gives one."""
-    declared = request.headers.get("content-length")
+    declared = upload.header(b"content-length")
     return int(declared) if declared is not None and declared.isdigit() else None
+
+
+def check_declared(declared: int | None, limit: int) -> None:
+    """413 at once for a body whose ``Content-Length`` exceeds ``limit``, before reading it."""
+    if declared is not None and declared > limit:
+        raise PayloadTooLargeError(f"request body of {declared} bytes exceeds {limit} bytes")
+
+
+class RequestUpload:
+    """:class:`Upload` over a Starlette request (FastAPI's documented routes)."""
+
+    def __init__(self, request: Request) -> None:
+        self.request = request
+
+    def header(self, name: bytes) -> bytes | None:
+        value = self.request.headers.get(name.decode("latin-1"))
+        return None if value is None else value.encode("latin-1")
+
+    async def body(self, limit: int) -> bytes:
+        return await read_body(self.request, limit)
 
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The whole body; 413 past ``limit`` bytes, 499 when the client goes away mid-upload."""
-    declared = request.headers.get("content-length")
+    declared = declared_length(RequestUpload(request))
+    check_declared(declared, limit)
     try:
-        if declared is not None and declared.isdigit():
-            if int(declared) > limit:
-                raise PayloadTooLargeError(
-                    f"request body of {declared} bytes exceeds {limit} bytes"
-                )
+        if declared is not None:
             return await request.body()
         # chunked: count while reading, never buffer past the limit
         chunks: list[bytes] = []
@@ -105,9 +139,11 @@ def to_array(
     ):
         expected = "booleans (true/false)" if wants_bool else "numbers, not booleans"
         raise InvalidInputError(f"{what} must hold {expected} for {spec.datatype} input")
-    dtype = np.dtype(DATATYPES[spec.datatype])
+    dtype = _DTYPES[spec.datatype]
     if dtype.kind in "iu":
         _check_integers(raw, dtype, what)
+    elif kind in "iu" and dtype in _WIDE_FLOATS:  # the common case: whole numbers to floats
+        return raw.astype(dtype)
     with np.errstate(over="ignore", invalid="ignore"):  # out-of-range values are caught next
         array = raw.astype(dtype, copy=False)
     if array.dtype.kind == "f" and not np.isfinite(array).all():
@@ -207,9 +243,7 @@ def _shape_error(array: npt.NDArray[Any], spec: TensorSpec, what: str) -> Invali
 
 def json_response(payload: dict[str, Any], status_code: int = 200) -> Response:
     """orjson with NumPy arrays serialised natively (no ``tolist`` round trip)."""
-    return Response(
-        orjson.dumps(payload, option=_NUMPY), status_code, media_type="application/json"
-    )
+    return json_answer(payload, status_code).response()
 
 
 def _kind(value: Any) -> str:

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from . import openapi, payloads
+from .answer import Answer, json_answer
 from .errors import InvalidInputError, InvalidRequestError, ModelNotFoundError
 from .model import ServedModel, Tensors
 from .state import ServingState
@@ -87,18 +88,18 @@ async def model_status(name: str, request: Request) -> Response:
     responses=openapi.responses(400, 404, 408, 413, 422, 431, 503, ok=PREDICT_RESPONSE_SCHEMA),
 )
 async def predict(name: str, request: Request) -> Response:
-    return await serve_predict(request)
+    # Documents the route; requests are served by the fast path (``fastpath.py``).
+    answer = await serve_predict(_state(request), name, payloads.RequestUpload(request))
+    return answer.response()
 
 
-async def serve_predict(request: Request) -> Response:
-    """The predict handler proper; also mounted as a fast route (see ``fast_routes``)."""
-    name: str = request.path_params["name"]
-    state = _state(request)
+async def serve_predict(state: ServingState, name: str, upload: payloads.Upload) -> Answer:
+    """The predict handler proper, whichever transport reads the request."""
     model, batcher = state.loaded_model(name)
     # Admitted (or refused with 503) before the body is read, from its declared length.
-    reservation = batcher.reserve(payloads.declared_length(request))
+    reservation = batcher.reserve(payloads.declared_length(upload))
     try:
-        body = await payloads.read_body(request, state.settings.max_body_bytes)
+        body = await upload.body(state.settings.max_body_bytes)
         payload = payloads.parse_json_object(body)
         inputs, rows, row_format = _decode(model, payload, payloads.may_hold_booleans(body))
         batcher.learn(len(body), rows)
@@ -106,9 +107,9 @@ async def serve_predict(request: Request) -> Response:
         reservation.release()
     outputs = await batcher.submit(inputs, rows)
     if row_format:
-        return payloads.json_response({"predictions": _as_rows(outputs)})
+        return json_answer({"predictions": _as_rows(outputs)})
     only = next(iter(outputs.values())) if len(outputs) == 1 else None
-    return payloads.json_response({"outputs": only if only is not None else outputs})
+    return json_answer({"outputs": only if only is not None else outputs})
 
 
 def _decode(

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from . import __version__, binary_http, openapi, payloads
+from .answer import Answer
 from .errors import InvalidInputError, InvalidRequestError, ModelNotFoundError
 from .model import ServedModel, Tensors
 from .state import ServingState
@@ -149,7 +150,11 @@ async def server_metadata() -> Response:
 
 
 def _model(request: Request, name: str, version: str | None) -> ServedModel:
-    model, _ = _state(request).loaded_model(name)
+    return _model_of(_state(request), name, version)
+
+
+def _model_of(state: ServingState, name: str, version: str | None) -> ServedModel:
+    model, _ = state.loaded_model(name)
     if version is not None and version != model.version:
         raise ModelNotFoundError(f"{name} version {version}")
     return model
@@ -221,7 +226,9 @@ _INFER_RESPONSES = openapi.responses(400, 404, 408, 413, 422, 431, 503, ok=INFER
     responses=_INFER_RESPONSES,
 )
 async def infer(request: Request, name: str) -> Response:
-    return await serve_infer(request)
+    # Documents the route; requests are served by the fast path (``fastpath.py``).
+    answer = await serve_infer(_state(request), name, None, payloads.RequestUpload(request))
+    return answer.response()
 
 
 @router.post(
@@ -231,22 +238,22 @@ async def infer(request: Request, name: str) -> Response:
     responses=_INFER_RESPONSES,
 )
 async def infer_version(request: Request, name: str, version: str) -> Response:
-    return await serve_infer(request)
+    answer = await serve_infer(_state(request), name, version, payloads.RequestUpload(request))
+    return answer.response()
 
 
-async def serve_infer(request: Request) -> Response:
-    """The infer handler proper; also mounted as a fast route (see ``fast_routes``)."""
-    name: str = request.path_params["name"]
-    version: str | None = request.path_params.get("version")
-    state = _state(request)
-    model = _model(request, name, version)
+async def serve_infer(
+    state: ServingState, name: str, version: str | None, upload: payloads.Upload
+) -> Answer:
+    """The infer handler proper, whichever transport reads the request."""
+    model = _model_of(state, name, version)
     batcher = state.batcher
     assert batcher is not None
     # Admitted (or refused with 503) before the body is read, from its declared length.
-    reservation = batcher.reserve(payloads.declared_length(request))
+    reservation = batcher.reserve(payloads.declared_length(upload))
     try:
-        body = await payloads.read_body(request, state.settings.max_body_bytes)
-        declared = request.headers.get(binary_http.HEADER)
+        body = await upload.body(state.settings.max_body_bytes)
+        declared = upload.header(binary_http.HEADER_KEY)
         if declared is None:
             payload = payloads.parse_json_object(body)
             header, max_values = body, max_elements(state.settings.max_body_bytes)
@@ -268,7 +275,7 @@ async def serve_infer(request: Request) -> Response:
     if "id" in payload:
         response["id"] = payload["id"]
     response["outputs"] = [_encode(model, name, outputs[name]) for name in wanted]
-    return binary_http.infer_response(response, binary_outputs)
+    return binary_http.infer_answer(response, binary_outputs)
 
 
 def max_elements(max_body_bytes: int) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -122,6 +122,12 @@ class ServeSettings(_Settings):
     max_latency_ms: float = Field(
         float(contract.DEFAULT_MAX_LATENCY_MS), ge=0, description="longest wait to fill a batch"
     )
+    inline_model_below_ms: float = Field(
+        0.5,
+        ge=0,
+        description="call the model on the event loop while its calls take less than this "
+        "(cheaper than a thread hop); 0: always on its own thread",
+    )
     max_queue: int = Field(1024, ge=1, description="most rows waiting; beyond that 503")
     max_body_bytes: int = Field(1 << 20, ge=1, description="largest request body; beyond 413")
     max_header_bytes: int = Field(
@@ -145,11 +151,21 @@ class ServeSettings(_Settings):
     max_in_flight: int = Field(
         256, ge=1, description="requests being read or answered; beyond that 503 at once"
     )
+    grpc_max_in_flight: int = Field(
+        256,
+        ge=1,
+        description="gRPC calls being served at once; beyond that RESOURCE_EXHAUSTED at once",
+    )
     graceful_timeout_s: float = Field(30.0, ge=0, description="time for in-flight requests")
     drain_delay_s: float = Field(
         0.0, ge=0, description="after SIGTERM, serve this long with readiness false"
     )
-    model_threads: int = Field(1, ge=1, description="TensorFlow intra/inter-op threads")
+    model_threads: int = Field(1, ge=1, description="the model runtime's threads")
+    model_runtime: Literal["auto", "tensorflow", "litert"] = Field(
+        "auto",
+        description="litert: the version's model.tflite; tensorflow: its SavedModel; auto: "
+        "litert when the version has the file and the runtime is installed",
+    )
     log_level: str = Field("info", description="debug | info | warning | error")
     access_log: bool = Field(False, description="one JSON log line per request")
     auth_token_file: Path | None = Field(

@@ -30,7 +30,15 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from serving_bench import CACHE, MODEL_NAME, ROW, ensure_model, free_port, wait_ready  # noqa: E402
+from serving_bench import (  # noqa: E402
+    CACHE,
+    MODEL_NAME,
+    READY_PATHS,
+    ROW,
+    ensure_model,
+    free_port,
+    wait_ready,
+)
 
 PATH = f"/v1/models/{MODEL_NAME}:predict"
 BEGIN, END = "<!-- fairness:begin -->", "<!-- fairness:end -->"
@@ -115,7 +123,7 @@ def run(args: argparse.Namespace, model_dir: Path, label: str, pythonpath: str |
         )
         try:
             try:
-                wait_ready(port, process)
+                wait_ready(port, process, READY_PATHS)
             except RuntimeError:
                 log.seek(0)
                 sys.stderr.write(log.read().decode(errors="replace")[-3000:])

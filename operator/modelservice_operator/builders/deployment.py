@@ -89,6 +89,7 @@ def _model_args(model_dir: str, model_uri: str | None) -> list[str]:
 SLOW_CLIENT_ARGS = (
     "--max-connections=1024",
     "--max-in-flight=256",
+    "--grpc-max-in-flight=256",
     "--max-header-bytes=16384",
     "--header-timeout-s=10",
     "--body-timeout-s=30",

@@ -65,6 +65,7 @@ def test_serving_args_parse(
 SLOW_CLIENT_LIMITS = (
     "max_connections",
     "max_in_flight",
+    "grpc_max_in_flight",
     "max_header_bytes",
     "header_timeout_s",
     "body_timeout_s",

@@ -251,6 +251,26 @@ async def test_limits_load_states_and_health_checks(server_factory: ServerFactor
             assert (await stub.infer(raw_request(ROWS[:4]))).outputs[0].shape == [4, 10]
 
 
+async def test_calls_past_the_grpc_in_flight_cap_are_refused_at_once(
+    server_factory: ServerFactory,
+) -> None:
+    # Batches wait up to 2 s to fill: the first two calls are held in the batcher meanwhile.
+    with server_factory(grpc_max_in_flight=2, max_batch_size=64, max_latency_ms=2000) as server:
+        async for stub in _stub(server):
+            held = [asyncio.create_task(stub.infer(raw_request(ROWS[:1]))) for _ in range(2)]
+            await asyncio.sleep(0.3)  # both are in the server now
+            assert not any(task.done() for task in held)
+            started = time.monotonic()
+            with pytest.raises(grpc.aio.AioRpcError) as failed:
+                await stub.infer(raw_request(ROWS[:1]))
+            assert failed.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert time.monotonic() - started < 1.0  # not queued behind the held calls
+            for response in await asyncio.gather(*held):  # the held calls are still answered
+                assert outputs_of(response).shape == (1, 10)
+            # Below the cap again: served.
+            assert outputs_of(await stub.infer(raw_request(ROWS[:1]))).shape == (1, 10)
+
+
 def _wait_ready(server: RunningServer) -> None:
     deadline = time.monotonic() + 30
     while not server.state.ready:
