@@ -11,7 +11,7 @@
   product's label and the GPU taint, so GPU pods land on nodes like the static ones; the
   instance types (``karpenter-instance-types.json``) mirror the static nodes' shapes.
 
-``MSO_AUTOSCALERS`` chooses them: Karpenter by default, ``all`` adds KEDA, ``0`` neither.
+``MSO_AUTOSCALERS`` chooses them: both by default, ``0`` neither.
 Only the standard library is used.
 """
 
@@ -56,21 +56,16 @@ class GPUNode(Protocol):
     def gpu_product(self) -> str | None: ...
 
 
-# KEDA is opt-in until its cold build (far over 15 min on a loaded 2-core machine, never
-# finished in the session that wrote this) and its start are proven inside CI's budget;
-# Karpenter (about 11 min cold, cached) runs by default.
-DEFAULT_PARTS = ("karpenter",)
-KEDA_OPT_IN = (
-    "KEDA is opt-in (MSO_AUTOSCALERS=all): its cold build does not yet fit CI's budget "
-    "(docs/autoscaling.md)"
-)
+# Both by default: KEDA built with only the scalers it needs (build-binaries.sh, keda_lean.py)
+# and Karpenter's kwok provider each build in minutes cold and are cached after.
+DEFAULT_PARTS = ("keda", "karpenter")
 
 
 def wanted_parts() -> tuple[str, ...]:
     """The autoscalers ``make cluster`` runs, from ``MSO_AUTOSCALERS``.
 
-    Unset: Karpenter only; ``0`` (or false, no): none; ``1`` or ``all``: KEDA and Karpenter;
-    otherwise a comma-separated list of ``keda`` and ``karpenter``.
+    Unset, ``1`` or ``all``: KEDA and Karpenter; ``0`` (or false, no): none; otherwise a
+    comma-separated list of ``keda`` and ``karpenter``.
     """
     value = os.environ.get("MSO_AUTOSCALERS", "").strip().lower()
     if not value:

@@ -44,10 +44,16 @@ def main() -> None:
     for axis in (top, middle, bottom):
         axis.axvspan(run["load_start_s"], run["load_stop_s"], color="0.9")
         axis.grid(alpha=0.3)
-    fig.suptitle(
+    title = (
         f"KEDA on in-flight requests: out {run['scale_out_s']} s, in {run['scale_in_s']} s, "
         f"{run['ok']} ok / {run['failed']} failed"
     )
+    if "first_request_after_idle_ms" in run:
+        title += (
+            f"\nfirst request after {run['idle_s']} s idle at 1 replica: "
+            f"{run['first_request_after_idle_ms']} ms"
+        )
+    fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(target, dpi=100)
     print(target)
