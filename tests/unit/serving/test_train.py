@@ -65,7 +65,9 @@ def _train(tmp_path: Path, *args: str) -> tuple[int, dict[str, Any]]:
     [
         (["--dataset", "imagenet"], "DatasetNotFound", "unknown dataset 'imagenet'"),
         (["--dataset", "/nowhere/data.csv"], "DatasetNotFound", "does not exist"),
-        (["--dataset", "s3://bucket/data.csv"], "UnsupportedDataset", "'s3'"),
+        (["--dataset", "gs://bucket/data.csv"], "UnsupportedDataset", "'gs'"),
+        # s3:// is supported with keys (SigV4); without them it says which keys are missing.
+        (["--dataset", "s3://bucket/data.csv"], "DatasetDownloadFailed", "AWS_ACCESS_KEY_ID"),
         (["--epochs", "zero"], "InvalidSettings", "--epochs"),
         (["--hidden-units", "128,-1"], "InvalidSettings", "--hidden-units"),
     ],
