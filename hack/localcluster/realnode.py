@@ -448,92 +448,79 @@ def kube_proxy_config(path: Path, state_dir: Path, ports: dict[str, int]) -> Non
     path.write_text(json.dumps(config, indent=2))
 
 
+RBAC_API = "rbac.authorization.k8s.io/v1"
+READ = ["get", "list", "watch"]
+
+
+def _binding(
+    name: str, role_kind: str, role: str, user: str, namespace: str | None = None
+) -> dict[str, object]:
+    """A (Cluster)RoleBinding of ``role`` to the certificate user ``user``."""
+    metadata = {"name": name, **({"namespace": namespace} if namespace else {})}
+    return {
+        "apiVersion": RBAC_API,
+        "kind": "RoleBinding" if namespace else "ClusterRoleBinding",
+        "metadata": metadata,
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": role_kind, "name": role},
+        "subjects": [{"kind": "User", "name": user}],
+    }
+
+
+def _user_cluster_role(user: str, rules: list[dict[str, list[str]]]) -> list[dict[str, object]]:
+    """A ClusterRole named for a host process's certificate user, bound to that user."""
+    role: dict[str, object] = {
+        "apiVersion": RBAC_API,
+        "kind": "ClusterRole",
+        "metadata": {"name": user},
+        "rules": rules,
+    }
+    return [role, _binding(user, "ClusterRole", user, user)]
+
+
 def api_objects(ip: str, ports: dict[str, int], ca_bundle: bytes) -> str:
     """RBAC, Service and APIService for metrics-server running as a host process."""
     name = "metrics-server"
+    metrics_user = "system:metrics-server"
     items: list[dict[str, object]] = [
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRole",
-            "metadata": {"name": "system:metrics-server"},
-            "rules": [
+        *_user_cluster_role(
+            metrics_user,
+            [
                 {"apiGroups": [""], "resources": ["nodes/metrics"], "verbs": ["get"]},
-                {
-                    "apiGroups": [""],
-                    "resources": ["pods", "nodes"],
-                    "verbs": ["get", "list", "watch"],
-                },
+                {"apiGroups": [""], "resources": ["pods", "nodes"], "verbs": READ},
             ],
-        },
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRoleBinding",
-            "metadata": {"name": "system:metrics-server"},
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "ClusterRole",
-                "name": "system:metrics-server",
-            },
-            "subjects": [{"kind": "User", "name": "system:metrics-server"}],
-        },
-        {
-            # Delegated authentication and authorization of the API server's requests.
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRoleBinding",
-            "metadata": {"name": "metrics-server:system:auth-delegator"},
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "ClusterRole",
-                "name": "system:auth-delegator",
-            },
-            "subjects": [{"kind": "User", "name": "system:metrics-server"}],
-        },
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "RoleBinding",
-            "metadata": {"name": "metrics-server-auth-reader", "namespace": "kube-system"},
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "Role",
-                "name": "extension-apiserver-authentication-reader",
-            },
-            "subjects": [{"kind": "User", "name": "system:metrics-server"}],
-        },
-        {
-            # kube-router's network policy controller: what its informers watch (it starts
-            # Service, Endpoints and EndpointSlice informers even with the proxy off).
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRole",
-            "metadata": {"name": "system:kube-router"},
-            "rules": [
+        ),
+        # Delegated authentication and authorization of the API server's requests.
+        _binding(
+            "metrics-server:system:auth-delegator",
+            "ClusterRole",
+            "system:auth-delegator",
+            metrics_user,
+        ),
+        _binding(
+            "metrics-server-auth-reader",
+            "Role",
+            "extension-apiserver-authentication-reader",
+            metrics_user,
+            namespace="kube-system",
+        ),
+        # kube-router's network policy controller: what its informers watch (it starts
+        # Service, Endpoints and EndpointSlice informers even with the proxy off).
+        *_user_cluster_role(
+            "system:kube-router",
+            [
                 {
                     "apiGroups": [""],
                     "resources": ["namespaces", "pods", "services", "nodes", "endpoints"],
-                    "verbs": ["get", "list", "watch"],
+                    "verbs": READ,
                 },
                 {
                     "apiGroups": ["networking.k8s.io"],
                     "resources": ["networkpolicies"],
-                    "verbs": ["get", "list", "watch"],
+                    "verbs": READ,
                 },
-                {
-                    "apiGroups": ["discovery.k8s.io"],
-                    "resources": ["endpointslices"],
-                    "verbs": ["get", "list", "watch"],
-                },
+                {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": READ},
             ],
-        },
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRoleBinding",
-            "metadata": {"name": "system:kube-router"},
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "ClusterRole",
-                "name": "system:kube-router",
-            },
-            "subjects": [{"kind": "User", "name": "system:kube-router"}],
-        },
+        ),
         {
             # A selector-less Service whose one endpoint is the host process.
             "apiVersion": "v1",
