@@ -188,6 +188,19 @@ class MS:
         except AssertionError as exc:
             raise AssertionError(f"{exc}; last status: {json.dumps(last, indent=1)}") from None
 
+    def events(
+        self, field: str = "reason", *, uid: str | None = None, reason: str | None = None
+    ) -> str:
+        """One field of this ModelService's Events, space-joined (by name, or by ``uid`` to
+        tell a recreated namesake's apart), optionally only those of one ``reason``."""
+        selector = f"involvedObject.uid={uid}" if uid else f"involvedObject.name={self.name}"
+        if reason:
+            selector += f",reason={reason}"
+        return self.cluster.kubectl(
+            "get", "events", "-n", self.namespace, "--field-selector", selector,
+            "-o", f"jsonpath={{.items[*].{field}}}",
+        )  # fmt: skip
+
     def children(self, kind: str) -> list[dict[str, Any]]:
         """Children of ``kind`` labelled as this ModelService's."""
         items: list[dict[str, Any]] = self.cluster.get(

@@ -76,21 +76,9 @@ def test_sample_reaches_ready(operator: OperatorProcess, namespace: str) -> None
     (job,) = ms.children("job")
     assert all(ref["controller"] for ref in job["metadata"]["ownerReferences"])
 
-    def reasons() -> list[str]:
-        return cluster.kubectl(
-            "get",
-            "events",
-            "-n",
-            namespace,
-            "--field-selector",
-            "involvedObject.name=digits",
-            "-o",
-            "jsonpath={.items[*].reason}",
-        ).split()
-
     # Events are posted in the background, after the status that they follow.
-    wait_until("the Serving event", lambda: "Serving" in reasons(), 10)
-    assert "TrainingStarted" in reasons()
+    wait_until("the Serving event", lambda: "Serving" in ms.events().split(), 10)
+    assert "TrainingStarted" in ms.events().split()
     # Status is written only on change: Ready and quiet, the resourceVersion stands still.
     before = ms.get()["metadata"]["resourceVersion"]
     time.sleep(3)  # three resyncs at the tests' 1 s interval
@@ -154,20 +142,12 @@ def test_unschedulable_gpu_ask_waits_and_recovers(
     assert "nodes are available" in ready["message"]
     assert "Insufficient nvidia.com/gpu" in ready["message"]
 
-    def messages() -> str:
-        return operator.cluster.kubectl(
-            "get",
-            "events",
-            "-n",
-            namespace,
-            "--field-selector",
-            "involvedObject.name=digits,reason=Unschedulable",
-            "-o",
-            "jsonpath={.items[*].message}",
-        )
-
     # Events are posted in the background, after the status that they follow.
-    wait_until("the Unschedulable event", lambda: "Insufficient nvidia.com/gpu" in messages(), 10)
+    wait_until(
+        "the Unschedulable event",
+        lambda: "Insufficient nvidia.com/gpu" in ms.events("message", reason="Unschedulable"),
+        10,
+    )
 
     big_gpu_node()
     ms.wait_phase("Ready", timeout=120)

@@ -91,20 +91,10 @@ def test_recreate_over_kept_store_trains_the_next_version(
     (deploy,) = ms.children("deployment")
     assert _version(deploy) == 2
 
-    def reasons() -> list[str]:
-        return cluster.kubectl(
-            "get",
-            "events",
-            "-n",
-            namespace,
-            "--field-selector",
-            f"involvedObject.uid={second_uid}",
-            "-o",
-            "jsonpath={.items[*].reason}",
-        ).split()
-
     # Events are posted in the background, after the status that they follow.
-    wait_until("the VersionTaken event", lambda: "VersionTaken" in reasons(), 10)
+    wait_until(
+        "the VersionTaken event", lambda: "VersionTaken" in ms.events(uid=second_uid).split(), 10
+    )
 
 
 def test_foreign_namesake_is_a_conflict_until_it_goes(
