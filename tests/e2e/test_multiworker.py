@@ -7,6 +7,7 @@ processes), so it runs with the end-to-end tier.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -20,15 +21,44 @@ import pytest
 pytestmark = pytest.mark.e2e
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+def free_ports(count: int) -> list[int]:
+    """Distinct free loopback ports: all held open while choosing, so none comes twice."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
 
 
-def serving_env() -> dict[str, str]:
-    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "OMP_NUM_THREADS": "1"}
+def train_workers(data: Path, tmp_path: Path, envs: list[dict[str, str]]) -> list[str]:
+    """Run one ``train`` worker per environment to the end; their outputs.
+
+    A worker still running after 300 s is killed with the others (none outlives the test),
+    and the failure shows every worker's last output.
+    """
+    workers = [
+        subprocess.Popen(
+            [
+                sys.executable, "-m", "modelservice_serving", "train", "--dataset", str(data),
+                "--epochs", "1", "--hidden-units", "4", "--batch-size", "16", "--seed", "1",
+                "--output", str(tmp_path / "store" / "v1"),
+                "--termination-log", str(tmp_path / f"termination-{i}"),
+            ],
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "OMP_NUM_THREADS": "1", **env},
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        for i, env in enumerate(envs)
+    ]  # fmt: skip
+    try:
+        outputs = [worker.communicate(timeout=300)[0] for worker in workers]
+    except subprocess.TimeoutExpired:
+        for worker in workers:
+            worker.kill()
+        tails = [worker.communicate()[0][-1500:] for worker in workers]
+        raise AssertionError(f"workers still running after 300 s; their output: {tails}") from None
+    codes = [worker.returncode for worker in workers]
+    assert codes == [0] * len(workers), [output[-2000:] for output in outputs]
+    return outputs
 
 
 def test_two_workers_train_one_version(tmp_path: Path) -> None:
@@ -38,30 +68,16 @@ def test_two_workers_train_one_version(tmp_path: Path) -> None:
     rows = [f"{k * 2 + rng.normal():.3f},{rng.normal():.3f},{k}" for k in kinds]
     data = tmp_path / "points.csv"
     data.write_text("x,y,label\n" + "\n".join(rows) + "\n")
-    ports = [free_port(), free_port()]
+    ports = free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
-
-    def task(index: int) -> dict[str, object]:
-        return {"type": "worker", "index": index}
-
-    workers = [
-        subprocess.Popen(
-            [
-                sys.executable, "-m", "modelservice_serving", "train", "--dataset", str(data),
-                "--epochs", "1", "--hidden-units", "4", "--batch-size", "16", "--seed", "1",
-                "--output", str(tmp_path / "store" / "v1"),
-                "--termination-log", str(tmp_path / f"termination-{i}"),
-            ],
-            env={
-                **serving_env(),
-                "TF_CONFIG": json.dumps({"cluster": cluster, "task": task(i)}),
-            },
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
-        for i in range(2)
-    ]  # fmt: skip
-    outputs = [worker.communicate(timeout=300)[0] for worker in workers]
-    assert [worker.returncode for worker in workers] == [0, 0], outputs[0][-2000:]
+    outputs = train_workers(
+        data,
+        tmp_path,
+        [
+            {"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})}
+            for i in range(2)
+        ],
+    )
     chief = json.loads((tmp_path / "termination-0").read_text())
     assert chief["status"] == "Succeeded"
     assert not (tmp_path / "termination-1").exists()  # only the chief reports
@@ -79,32 +95,24 @@ def test_workers_without_dns_meet_through_the_store(tmp_path: Path) -> None:
     rows = [f"{k * 2 + rng.normal():.3f},{rng.normal():.3f},{k}" for k in kinds]
     data = tmp_path / "points.csv"
     data.write_text("x,y,label\n" + "\n".join(rows) + "\n")
-    ports = [free_port(), free_port()]
+    ports = free_ports(2)
     # As the operator writes them: <job>-<i>.<service>, here under a TLD that never resolves.
     cluster = {"worker": [f"job-{i}.job.invalid:{port}" for i, port in enumerate(ports)]}
     meet = tmp_path / "store" / ".workers" / "job-v1"
-    workers = [
-        subprocess.Popen(
-            [
-                sys.executable, "-m", "modelservice_serving", "train", "--dataset", str(data),
-                "--epochs", "1", "--hidden-units", "4", "--batch-size", "16", "--seed", "1",
-                "--output", str(tmp_path / "store" / "v1"),
-                "--termination-log", str(tmp_path / f"termination-{i}"),
-            ],
-            env={
-                **serving_env(),
+    train_workers(
+        data,
+        tmp_path,
+        [
+            {
                 "TF_CONFIG": json.dumps(
                     {"cluster": cluster, "task": {"type": "worker", "index": i}}
                 ),
                 "MSO_WORKER_RENDEZVOUS": str(meet),
                 "MSO_POD_IP": "127.0.0.1",
-            },
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
-        for i in range(2)
-    ]  # fmt: skip
-    outputs = [worker.communicate(timeout=300)[0] for worker in workers]
-    assert [worker.returncode for worker in workers] == [0, 0], outputs[0][-2000:]
+            }
+            for i in range(2)
+        ],
+    )
     assert json.loads((tmp_path / "termination-0").read_text())["status"] == "Succeeded"
     announced = {path.name: path.read_text() for path in meet.iterdir()}
     assert announced == {str(i): f"127.0.0.1:{port}" for i, port in enumerate(ports)}
