@@ -165,6 +165,7 @@ def _start_queue(memo: kopf.Memo, config: OperatorSettings) -> WorkQueue[Key]:
         policy=BackoffPolicy(base_s=config.backoff_base_s, max_s=config.backoff_max_s),
         retry_after=lambda exc: exc.retry_after if isinstance(exc, ApiError) else None,
         expected=(ApiError,),
+        waited=metrics.QUEUE_WAIT_SECONDS.observe,
     )
     queue.start()
     return queue

@@ -25,6 +25,7 @@ __all__ = [
     "GATE_FAILURES",
     "MODELSERVICES",
     "PROMOTIONS",
+    "QUEUE_WAIT_SECONDS",
     "RECONCILES",
     "RECONCILE_SECONDS",
     "REGISTRY",
@@ -52,6 +53,13 @@ RECONCILE_SECONDS = Histogram(
     ["result"],
     # A reconcile is a handful of API calls: milliseconds, seconds when the API is slow.
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    registry=REGISTRY,
+)
+QUEUE_WAIT_SECONDS = Histogram(
+    f"{PREFIX}_queue_wait_seconds",
+    "How long a due reconcile waited for a free worker (workqueue.WorkQueue): near zero "
+    "unless the operator is saturated.",
+    buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
     registry=REGISTRY,
 )
 API_ERRORS = Counter(

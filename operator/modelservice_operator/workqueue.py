@@ -47,6 +47,7 @@ class WorkQueue(Generic[K]):
         retry_after: Callable[[BaseException], float | None] = lambda _exc: None,
         expected: tuple[type[BaseException], ...] = (),
         clock: Callable[[], float] = time.monotonic,
+        waited: Callable[[float], None] = lambda _seconds: None,
     ) -> None:
         if workers < 1:
             raise ValueError("a queue needs at least one worker")
@@ -56,6 +57,8 @@ class WorkQueue(Generic[K]):
         # Expected failures (API errors) are logged in one line, anything else with its trace.
         self._expected = expected
         self._clock = clock
+        # Told how long each key waited for a worker once due: the operator's saturation.
+        self._waited = waited
         self.backoff: Backoff[K] = Backoff(policy or BackoffPolicy())
         self._heap: list[tuple[float, int, K]] = []
         self._seq = itertools.count()
@@ -131,6 +134,7 @@ class WorkQueue(Generic[K]):
                 if wait <= 0:
                     heapq.heappop(self._heap)
                     del self._due[key]
+                    self._waited(-wait)
                     return key
                 break
             self._wake.clear()

@@ -330,13 +330,31 @@ async def at_scale(
     operator = Operator(namespace, operator_path, workdir)
     try:
         await operator.started()
+        at_start = operator.requests()
         start = time.monotonic()
         creating = asyncio.create_task(
             bounded(list(range(n)), lambda i: create_ms(kube, namespace, f"ms-{i}"), CONCURRENCY)
         )
         result["jobs_s"] = await wait_count(kube, "Job", namespace, n, start, 60 + n * 2)
         await creating
+        # What the operator did until the last Job existed, and how long due reconciles
+        # waited for a worker (saturated workers, or a saturated API server?).
+        at_jobs = operator.requests()
+        result["jobs_requests"] = rate(at_start, at_jobs, 1.0)[1]
+        waits = [snap.get("queue_wait") or {} for snap in (at_start, at_jobs)]
+        reconciles = waits[1].get("count", 0.0) - waits[0].get("count", 0.0)
+        if reconciles:
+            result["jobs_reconciles"] = reconciles
+            result["jobs_mean_queue_wait_s"] = (
+                waits[1].get("sum", 0.0) - waits[0].get("sum", 0.0)
+            ) / reconciles
         log(f"N={n}: all Jobs after {result['jobs_s']:.1f}s")
+        top = sorted(result["jobs_requests"].items(), key=lambda kv: -kv[1])[:8]
+        log(
+            f"N={n}: until then {result.get('jobs_reconciles', 0):.0f} reconciles waited "
+            f"{result.get('jobs_mean_queue_wait_s', 0.0):.3f}s each on average; requests: "
+            + ", ".join(f"{key} {value:.0f}" for key, value in top)
+        )
         try:
             result["ready_s"] = await wait_ready(
                 kube, namespace, n, start, min(120 + n * 3, ready_limit_s)

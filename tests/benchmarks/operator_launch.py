@@ -57,10 +57,25 @@ def _dump(path: Path) -> None:
     while True:
         with _LOCK:
             snapshot = {"at": time.time(), "counts": dict(COUNTS), "total": sum(COUNTS.values())}
+        snapshot["queue_wait"] = _queue_wait()
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(snapshot))
         tmp.replace(path)
         time.sleep(0.5)
+
+
+def _queue_wait() -> dict[str, float]:
+    """The work queue's waits so far (sum and count of seconds a due key waited for a
+    worker), from the operator's own registry; empty before the operator imported it."""
+    metrics = sys.modules.get("modelservice_operator.metrics")
+    if metrics is None:
+        return {}
+    name = "modelservice_operator_queue_wait_seconds"
+    registry = metrics.REGISTRY
+    return {
+        "sum": registry.get_sample_value(f"{name}_sum") or 0.0,
+        "count": registry.get_sample_value(f"{name}_count") or 0.0,
+    }
 
 
 def main() -> None:

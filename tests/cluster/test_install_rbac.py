@@ -132,6 +132,8 @@ UNUSED = [
     ("delete", "modelservices.modelservice.dev"),
     ("create", "modelservices.modelservice.dev"),
     ("update", "modelservices.modelservice.dev"),
+    # kopf keeps no annotations on ModelServices: plain event and index handlers only
+    ("patch", "modelservices.modelservice.dev"),
     ("create", "pods"),
     ("delete", "pods"),
     ("create", "pods", "--subresource=exec"),

@@ -25,7 +25,7 @@ from ..models import (
     ServingSpec,
     ServingStatus,
 )
-from ..names import LABEL_VERSION, predictor_name
+from ..names import LABEL_COMPONENT, LABEL_VERSION, predictor_name
 from ..provisioning import diagnose_scale_up
 from .children import Child, Write, desired_serving, plan_children
 from .observe import Observed, controlled_by
@@ -228,6 +228,29 @@ def rollout(
     )
 
 
+def stale_workers_services(obs: Observed, trained: TrainingDecision) -> list[Delete]:
+    """Workers' headless Services whose Job is gone or deleted by this plan.
+
+    The Service is named after its Job and outlives it otherwise (it is owned by the
+    ModelService, not by the Job): a pruned multi-worker Job would leave one per version.
+    The current Job's Service is kept even before its Job exists (it is created first).
+    """
+    deleted = {d.name for d in trained.deletes if d.kind == "Job"}
+    jobs = {
+        job["metadata"]["name"]
+        for job in obs.owned("Job")
+        if not job["metadata"].get("deletionTimestamp")
+    }
+    keep: set[str | None] = {*(jobs - deleted), trained.status.job_name}
+    return [
+        Delete("Service", name, "", f"deleted Service {name}: its training Job is gone")
+        for service in obs.owned("Service")
+        if (service["metadata"].get("labels") or {}).get(LABEL_COMPONENT) == "training-workers"
+        and (name := service["metadata"]["name"]) not in keep
+        and not service["metadata"].get("deletionTimestamp")
+    ]
+
+
 def _invalid(obs: Observed, now: str) -> Plan:
     invalid = Stuck("InvalidSpec", obs.spec_error or "invalid spec")
     observed = cond.Observed(generation=obs.generation, trains=False, model_problem=invalid)
@@ -266,6 +289,7 @@ def decide(obs: Observed, settings: Settings, now: str, rejected: Stuck | None =
             workers = build_workers_service(owner, trained.status.job_name)
             names, _, _ = plan_children(obs, [Child(workers, mutable=False)], prune=False)
             plan.writes.extend(names)
+        plan.deletes.extend(stale_workers_services(obs, trained))
         if trained.create is not None:
             plan.writes.append(Write(trained.create, force=False, creates=True))
         if trained.annotate is not None:

@@ -21,7 +21,6 @@ Permission = tuple[str, str, str]  # (apiGroup, resource, verb)
 REVIEWED_NAMESPACED: dict[Permission, str] = {
     ("modelservice.dev", "modelservices", "list"): "kopf: watch stream into the cache",
     ("modelservice.dev", "modelservices", "watch"): "kopf: watch stream into the cache",
-    ("modelservice.dev", "modelservices", "patch"): "kopf: progress/diff-base annotations",
     ("modelservice.dev", "modelservices/status", "patch"): "reconciler.apply.write_status",
     ("modelservice.dev", "modelservices/finalizers", "update"): "blockOwnerDeletion owner refs",
     ("", "events", "create"): "kopf handler events, kube.Kube.event",
@@ -39,6 +38,7 @@ REVIEWED_NAMESPACED: dict[Permission, str] = {
     ("", "services", "watch"): "kopf watch into the cache",
     ("", "services", "create"): "kube.Kube.apply creating it",
     ("", "services", "patch"): "kube.Kube.apply on drift",
+    ("", "services", "delete"): "a pruned multi-worker Job's headless Service",
     ("autoscaling", "horizontalpodautoscalers", "list"): "kopf watch into the cache",
     ("autoscaling", "horizontalpodautoscalers", "watch"): "kopf watch into the cache",
     ("autoscaling", "horizontalpodautoscalers", "create"): "kube.Kube.apply creating it",

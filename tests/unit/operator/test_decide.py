@@ -301,3 +301,39 @@ def test_workers_get_their_names_before_their_job(sample: dict[str, Any]) -> Non
     assert [w for w in again.writes if w.kind in ("Service", "Job")] == []
     single = decide(_obs(sample["spec"]), SETTINGS, NOW)
     assert _writes(single, "Service") == []
+
+
+def _workers_service(job: str, *, uid: str = UID) -> dict[str, Any]:
+    return {
+        "kind": "Service",
+        "metadata": {
+            "name": job,
+            "namespace": NS,
+            "labels": {
+                "modelservice.dev/name": "digits",
+                "modelservice.dev/component": "training-workers",
+            },
+            "ownerReferences": [{"uid": uid, "controller": True}],
+        },
+    }
+
+
+def test_a_pruned_or_vanished_jobs_workers_service_is_deleted(sample: dict[str, Any]) -> None:
+    spec = copy.deepcopy(sample["spec"])
+    spec["training"]["workers"] = 2
+    spec["training"]["historyLimit"] = 1
+    current = _current_job(spec)
+    jobs = [_job("digits-train-1", 1, state="Complete"), _job(current, 3, state="Complete")]
+    services = [
+        _workers_service("digits-train-1"),  # its Job is pruned by this plan
+        _workers_service("digits-train-0"),  # its Job is gone already
+        _workers_service(current),  # the current Job's: kept
+        _workers_service("digits-train-9", uid="someone-else"),  # not ours: never touched
+    ]
+    plan = decide(_obs(spec, {}, Job=jobs, Service=services), SETTINGS, NOW)
+    deleted = sorted(d.name for d in plan.deletes if d.kind == "Service")
+    assert deleted == ["digits-train-0", "digits-train-1"]
+    assert ("Job", "digits-train-1") in [(d.kind, d.name) for d in plan.deletes]
+    # Before its Job exists (the Service is written first), the current one stays too.
+    plan = decide(_obs(spec, {}, Service=[_workers_service(current)]), SETTINGS, NOW)
+    assert [d for d in plan.deletes if d.kind == "Service"] == []

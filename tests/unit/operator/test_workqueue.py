@@ -190,3 +190,19 @@ async def test_forget_drops_the_backoff_of_a_deleted_object() -> None:
 def test_a_queue_needs_a_worker() -> None:
     with pytest.raises(ValueError, match="at least one worker"):
         WorkQueue(Recorder(), workers=0)
+
+
+async def test_the_wait_for_a_free_worker_is_reported() -> None:
+    waits: list[float] = []
+    record = Recorder(work_s=0.05)
+    queue: WorkQueue[str] = WorkQueue(record, workers=1, policy=NO_JITTER, waited=waits.append)
+    queue.start()
+    try:
+        queue.add("first")
+        queue.add("second")
+        await until(lambda: len(record.starts) == 2 and not queue.running)
+        assert len(waits) == 2
+        assert waits[0] < 0.04  # a free worker at once
+        assert waits[1] >= 0.04  # behind the first one's 50 ms
+    finally:
+        await queue.stop()
