@@ -6,14 +6,17 @@ without DNS for pods (a bare test cluster) cannot resolve those names; there the
 through the model store they all mount instead: each writes its pod IP under
 ``MSO_WORKER_RENDEZVOUS`` and waits for the others', and ``TF_CONFIG`` is rewritten with the
 addresses. Call :func:`reachable_tf_config` before creating MultiWorkerMirroredStrategy (the
-built-in trainer does; so can your own code). Standard library only.
+built-in trainer does; so can your own code), and :func:`clear_rendezvous` once the model
+is saved, so that the store keeps no directory per trained version. Standard library only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import shutil
 import socket
 import time
 from pathlib import Path
@@ -21,7 +24,7 @@ from typing import Any
 
 from . import contract
 
-__all__ = ["reachable_tf_config"]
+__all__ = ["clear_rendezvous", "reachable_tf_config"]
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +95,21 @@ def reachable_tf_config(
     addresses = _rendezvous(
         Path(directory), index, f"{pod_ip}:{port}", len(hosts), rendezvous_wait_s
     )
+    log.info("workers met through %s: %s", directory, ",".join(addresses))
     config["cluster"]["worker"] = addresses
     os.environ["TF_CONFIG"] = json.dumps(config)
     return config
+
+
+def clear_rendezvous() -> None:
+    """Remove this Job's rendezvous directory (``MSO_WORKER_RENDEZVOUS``), if it has one.
+
+    For the chief, after the model is saved: every worker met its peers before the first
+    collective, so nobody reads it again; without this each multi-worker version left one
+    behind in the model store.
+    """
+    directory = os.environ.get(contract.ENV_WORKER_RENDEZVOUS)
+    if directory:
+        shutil.rmtree(directory, ignore_errors=True)
+        with contextlib.suppress(OSError):  # ``.workers`` itself, once the last one is gone
+            Path(directory).parent.rmdir()

@@ -16,6 +16,7 @@ from ..download import DownloadPolicy, parse_networks
 from ..export import save_version
 from ..redact import redact_url
 from ..settings import TrainSettings
+from ..workers import clear_rendezvous
 from . import datasets
 from .distribution import Placement
 from .errors import DatasetDownloadFailedError, InvalidSettingsError
@@ -309,6 +310,8 @@ def train(settings: TrainSettings, place: Placement) -> TrainingResult:
             },
         },
     )
+    if place.workers > 1 and place.is_chief:
+        clear_rendezvous()
     return TrainingResult(version, str(settings.output), metrics, trained_at, lineage)
 
 

@@ -60,3 +60,23 @@ def test_workers_meet_through_the_store_where_names_do_not_resolve(
 def test_a_missing_worker_is_named(tmp_path: Path) -> None:
     with pytest.raises(TimeoutError, match="workers 1 did not report"):
         workers._rendezvous(tmp_path / "meet", 0, "10.0.0.1:2222", 2, 0.0)
+
+
+def test_the_rendezvous_is_cleared_and_the_store_keeps_its_other_jobs(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    meet = tmp_path / "store" / ".workers" / "job-v1"
+    other = tmp_path / "store" / ".workers" / "job-v2"
+    for directory in (meet, other):
+        directory.mkdir(parents=True)
+        (directory / "0").write_text("10.0.0.10:2222")
+    monkeypatch.setenv(contract.ENV_WORKER_RENDEZVOUS, str(meet))
+    workers.clear_rendezvous()
+    assert not meet.exists()
+    assert (other / "0").exists()  # another Job's, still meeting
+    monkeypatch.setenv(contract.ENV_WORKER_RENDEZVOUS, str(other))
+    workers.clear_rendezvous()
+    assert not (tmp_path / "store" / ".workers").exists()  # the last one takes the parent
+    workers.clear_rendezvous()  # already gone: nothing to do, no error
+    monkeypatch.delenv(contract.ENV_WORKER_RENDEZVOUS)
+    workers.clear_rendezvous()
