@@ -8,7 +8,7 @@ initial listing, so a reconcile never mistakes a cache still filling for a missi
 A reconcile runs on:
 
 - an event of the ModelService (listed at startup, created, changed; not the echo of the
-  operator's own status write);
+  operator's own status write); created and changed ones go before every other due key;
 - an event of one of its children (a Job finished, a Deployment's availability moved, a pod
   got stuck), so that status follows the cluster at once rather than at the next tick;
 - a periodic resync that walks the cache, spread over the interval rather than in a burst.
@@ -201,7 +201,9 @@ async def on_modelservice_event(
         return
     if isinstance(source, IndexSource) and _echo(source, event):
         return
-    _queue(memo).add((namespace, name))
+    # What a user just created or changed goes first; the listing at start-up (no type)
+    # waits with the resync and the children's news.
+    _queue(memo).add((namespace, name), urgent=event.get("type") in ("ADDED", "MODIFIED"))
 
 
 def _echo(source: IndexSource, event: kopf.RawEvent | None) -> bool:

@@ -12,7 +12,11 @@ periodic resync) adds its key here instead of reconciling in place. The queue gu
   API's ``Retry-After``), during which it is not retried even when added again; every other
   key keeps flowing, so one broken object never delays the others.
 
-Keys become due in order of their due time; a due key waits only for a free worker.
+Keys become due in order of their due time; a due key waits only for a free worker. Urgent
+keys (a ModelService the user just created or changed) go before every other due key (a
+child that moved, the resync, the listing at start-up): during a burst of new objects their
+Jobs come first and status catch-up after, as in controller-runtime's priority queue, where
+the initial listing and resyncs wait behind real changes.
 """
 
 from __future__ import annotations
@@ -60,9 +64,12 @@ class WorkQueue(Generic[K]):
         # Told how long each key waited for a worker once due: the operator's saturation.
         self._waited = waited
         self.backoff: Backoff[K] = Backoff(policy or BackoffPolicy())
-        self._heap: list[tuple[float, int, K]] = []
+        # Two lanes of (due, seq, key): urgent keys first. An entry whose key was added again
+        # earlier or in the other lane is stale and skipped when it comes up.
+        self._heaps: tuple[list[tuple[float, int, K]], list[tuple[float, int, K]]] = ([], [])
         self._seq = itertools.count()
         self._due: dict[K, float] = {}  # waiting keys and when they are due
+        self._urgent: set[K] = set()  # waiting (or running and due again) keys that are urgent
         self._not_before: dict[K, float] = {}  # keys in backoff and until when
         self._running: set[K] = set()
         self._again: dict[K, float] = {}  # added while running: due again afterwards
@@ -72,24 +79,33 @@ class WorkQueue(Generic[K]):
         self._dispatcher: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ adding keys
-    def add(self, key: K, delay: float = 0.0) -> None:
-        """Reconcile ``key`` after ``delay`` seconds, or later if it is backing off."""
+    def add(self, key: K, delay: float = 0.0, *, urgent: bool = False) -> None:
+        """Reconcile ``key`` after ``delay`` seconds, or later if it is backing off; an
+        ``urgent`` key goes before the others that are due."""
         due = self._clock() + max(0.0, delay)
         due = max(due, self._not_before.get(key, 0.0))
         if key in self._running:
             self._again[key] = min(due, self._again.get(key, due))
+            if urgent:
+                self._urgent.add(key)
             return
         current = self._due.get(key)
-        if current is not None and current <= due:
+        was_urgent = key in self._urgent
+        if current is not None and current <= due and (was_urgent or not urgent):
             return
+        if current is not None:
+            due = min(due, current)
+        if urgent:
+            self._urgent.add(key)
         self._due[key] = due
-        heapq.heappush(self._heap, (due, next(self._seq), key))
+        heapq.heappush(self._heaps[0 if key in self._urgent else 1], (due, next(self._seq), key))
         self._wake.set()
 
     def forget(self, key: K) -> None:
         """``key`` is gone: drop its backoff and any pending run."""
         self._due.pop(key, None)
         self._again.pop(key, None)
+        self._urgent.discard(key)
         self._not_before.pop(key, None)
         self.backoff.succeeded(key)
 
@@ -123,22 +139,33 @@ class WorkQueue(Generic[K]):
                 await task
         self._dispatcher = None
 
+    def _head(self, lane: int) -> tuple[float, int, K] | None:
+        """The earliest live entry of ``lane`` (stale entries dropped on the way)."""
+        heap = self._heaps[lane]
+        while heap:
+            due, _, key = heap[0]
+            # Stale: superseded by an earlier add, moved to the urgent lane, or forgotten.
+            if self._due.get(key) != due or (key in self._urgent) != (lane == 0):
+                heapq.heappop(heap)
+                continue
+            return heap[0]
+        return None
+
     async def _next_due(self) -> K:
         while True:
-            while self._heap:
-                due, _, key = self._heap[0]
-                if self._due.get(key) != due:  # superseded by an earlier add, or forgotten
-                    heapq.heappop(self._heap)
-                    continue
-                wait = due - self._clock()
-                if wait <= 0:
-                    heapq.heappop(self._heap)
+            now = self._clock()
+            heads = (self._head(0), self._head(1))
+            for lane, head in enumerate(heads):
+                if head is not None and head[0] <= now:
+                    heapq.heappop(self._heaps[lane])
+                    key = head[2]
                     del self._due[key]
-                    self._waited(-wait)
+                    self._urgent.discard(key)
+                    self._waited(now - head[0])
                     return key
-                break
             self._wake.clear()
-            timeout = (self._heap[0][0] - self._clock()) if self._heap else None
+            dues = [head[0] for head in heads if head is not None]
+            timeout = (min(dues) - now) if dues else None
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
 
@@ -185,4 +212,6 @@ class WorkQueue(Generic[K]):
             self._slots.release()
             again = self._again.pop(key, None)
             if again is not None:
-                self.add(key, again - self._clock())
+                urgent = key in self._urgent
+                self._urgent.discard(key)
+                self.add(key, again - self._clock(), urgent=urgent)

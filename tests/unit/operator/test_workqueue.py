@@ -206,3 +206,71 @@ async def test_the_wait_for_a_free_worker_is_reported() -> None:
         assert waits[1] >= 0.04  # behind the first one's 50 ms
     finally:
         await queue.stop()
+
+
+async def test_urgent_keys_go_before_every_other_due_key() -> None:
+    gate = asyncio.Event()
+    order: list[str] = []
+
+    async def process(key: str) -> None:
+        order.append(key)
+        if key == "blocker":
+            await gate.wait()
+
+    queue = queue_for(process, workers=1)
+    try:
+        queue.add("blocker")
+        await until(lambda: order == ["blocker"])
+        # While the one worker is busy: three children's news, then two new objects, then
+        # a child's news that becomes urgent when its object is changed.
+        for key in ("child-1", "child-2", "child-3", "changed"):
+            queue.add(key)
+        queue.add("new-1", urgent=True)
+        queue.add("new-2", urgent=True)
+        queue.add("changed", urgent=True)
+        queue.add("new-1")  # a later plain add keeps it urgent
+        gate.set()
+        await until(lambda: len(order) == 7 and not queue.running)
+        # Among urgent keys, the longest due first ("changed" was due before the new ones).
+        assert order == [
+            "blocker", "changed", "new-1", "new-2", "child-1", "child-2", "child-3"
+        ]  # fmt: skip
+        assert queue.pending() == 0
+    finally:
+        await queue.stop()
+
+
+async def test_an_urgent_add_while_running_runs_it_again_first() -> None:
+    gate = asyncio.Event()
+    order: list[str] = []
+
+    async def process(key: str) -> None:
+        order.append(key)
+        if len(order) == 1:
+            await gate.wait()
+
+    queue = queue_for(process, workers=1)
+    try:
+        queue.add("a")
+        await until(lambda: order == ["a"])
+        queue.add("b")
+        queue.add("a", urgent=True)  # changed while it runs: once more, before b
+        gate.set()
+        await until(lambda: len(order) == 3 and not queue.running)
+        assert order == ["a", "a", "b"]
+    finally:
+        await queue.stop()
+
+
+async def test_an_urgent_key_still_waits_its_delay_and_its_backoff() -> None:
+    record = Recorder()
+    queue = queue_for(record, workers=1)
+    try:
+        start = time.monotonic()
+        queue.add("later", delay=0.15, urgent=True)
+        queue.add("now")
+        await until(lambda: "later" in record.starts)
+        assert record.starts["now"][0] - start < 0.1
+        assert record.starts["later"][0] - start >= 0.15
+    finally:
+        await queue.stop()
