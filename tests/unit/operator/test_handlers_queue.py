@@ -159,3 +159,41 @@ async def test_a_deleted_modelservice_leaves_the_queue() -> None:
         assert ("ns", "a") not in runs.at  # forgotten before it was due
     finally:
         await memo["queue"].stop()
+
+
+async def test_created_and_changed_modelservices_go_before_the_start_up_listing() -> None:
+    order: list[Key] = []
+    gate = asyncio.Event()
+
+    async def process(key: Key) -> None:
+        order.append(key)
+        await gate.wait()
+
+    memo = kopf.Memo()
+    queue: WorkQueue[Key] = WorkQueue(process, workers=1)
+    queue.start()
+    memo["queue"] = queue
+    memo["source"] = IndexSource({MODELSERVICE_INDEX: {}})
+    memo["indexed"] = asyncio.Event()
+
+    def event(type_: str | None, name: str) -> dict[str, object]:
+        obj = {"kind": "ModelService", "metadata": {"name": name, "namespace": "ns"}}
+        return {"type": type_, "object": obj}
+
+    try:
+        for name in ("listed-1", "listed-2", "listed-3"):  # kopf's listing: no event type
+            await handlers.on_modelservice_event(
+                event=event(None, name), namespace="ns", name=name, memo=memo
+            )
+        await asyncio.sleep(0.02)  # listed-1 runs and holds the one worker
+        for type_, name in (("ADDED", "new"), ("MODIFIED", "changed")):
+            await handlers.on_modelservice_event(
+                event=event(type_, name), namespace="ns", name=name, memo=memo
+            )
+        gate.set()
+        await asyncio.sleep(0.1)
+        assert [name for _, name in order] == [
+            "listed-1", "new", "changed", "listed-2", "listed-3"
+        ]  # fmt: skip
+    finally:
+        await queue.stop()
