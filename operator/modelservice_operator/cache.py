@@ -119,6 +119,9 @@ class Overlay:
     entries: dict[ObjKey, tuple[str | None, dict[str, Any] | None]] = field(default_factory=dict)
     # The ModelService each entry belongs to (its own name, or its children's label).
     owners: dict[ObjKey, str] = field(default_factory=dict)
+    # The entries of each (kind, namespace, ModelService): a reconcile reads only its own
+    # instead of scanning every pending write of every ModelService (quadratic at scale).
+    by_owner: dict[tuple[str, str, str], set[ObjKey]] = field(default_factory=dict)
     # The resourceVersion each object had after the operator's last write to it, and its
     # ModelService, kept past the entry: a watch event with it is the echo of that write, which
     # the reconcile that made it already knew (no reason to reconcile again).
@@ -128,9 +131,11 @@ class Overlay:
         self, key: ObjKey, before: dict[str, Any] | None, after: dict[str, Any] | None
     ) -> None:
         """Remember one write."""
+        self._drop(key)
         self.entries[key] = (_rv(before), snapshot(after) if after is not None else None)
         labels = ((after or before or {}).get("metadata") or {}).get("labels") or {}
-        self.owners[key] = str(labels.get(LABEL_NAME) or key[2])
+        owner = self.owners[key] = str(labels.get(LABEL_NAME) or key[2])
+        self.by_owner.setdefault((key[0], key[1], owner), set()).add(key)
         rv = _rv(after)
         if rv is not None:
             self.last_written[key] = (rv, self.owners[key])
@@ -159,7 +164,14 @@ class Overlay:
 
     def _drop(self, key: ObjKey) -> None:
         self.entries.pop(key, None)
-        self.owners.pop(key, None)
+        owner = self.owners.pop(key, None)
+        if owner is not None:
+            group = (key[0], key[1], owner)
+            keys = self.by_owner.get(group)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self.by_owner[group]
 
     def merge(
         self, kind: str, cached: Iterable[dict[str, Any]], namespace: str, name: str
@@ -173,7 +185,7 @@ class Overlay:
             view = self.view(key, obj)
             if view is not None:
                 out.append(view)
-        for key in [k for k in self.entries if k[0] == kind and k[1] == namespace]:
+        for key in list(self.by_owner.get((kind, namespace, name), ())):
             if key in seen:
                 continue
             view = self.view(key, None)

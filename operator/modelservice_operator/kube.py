@@ -11,9 +11,11 @@ the method and HTTP status of every call (``metrics.observe_api_call`` counts th
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from kubernetes_asyncio import client, config
@@ -85,13 +87,32 @@ class ApiError(Exception):
         self.retry_after = retry_after
 
 
+# What makes aiohttp's ``trust_env`` matter: proxies from the environment, or a netrc file.
+PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "ws_proxy", "wss_proxy")
+
+
+def environment_configures_http(environ: Mapping[str, str], home: Path) -> bool:
+    """Whether proxies or a netrc file are configured (``trust_env`` would use them)."""
+    if any(environ.get(name) or environ.get(name.upper()) for name in PROXY_VARIABLES):
+        return True
+    netrc = environ.get("NETRC")
+    return Path(netrc).is_file() if netrc else (home / ".netrc").is_file()
+
+
 async def connect(observer: ApiObserver | None = None) -> Kube:
     """Load in-cluster config, else the kubeconfig, and return a client."""
     try:
         config.load_incluster_config()  # type: ignore[no-untyped-call]
     except config.ConfigException:
         await config.load_kube_config()
-    return Kube(client.ApiClient(), observer)
+    api = client.ApiClient()
+    if not environment_configures_http(os.environ, Path.home()):
+        # kubernetes_asyncio always opens its session with trust_env=True, and aiohttp then
+        # looks up proxies and ~/.netrc in a worker thread before every request: two thread
+        # hops per API call for nothing when neither is configured (py-spy: ~5% of the
+        # operator's CPU in a burst). With either configured, it keeps trusting them.
+        api.rest_client.pool_manager._trust_env = False
+    return Kube(api, observer)
 
 
 class Kube:

@@ -113,3 +113,26 @@ async def test_the_echo_of_an_own_write_is_known_until_forgotten() -> None:
     source.overlay.forget("ml", "digits")
     assert not source.overlay.echo(ms, "8")
     assert source.overlay.echo(("Service", "ml", "other-predictor"), "6")  # another's
+
+
+async def test_pending_writes_are_found_by_their_modelservice_alone() -> None:
+    source = _source([])
+    for owner in ("digits", "other"):
+        written = _obj("Service", f"{owner}-predictor", "7", owner=owner)
+        source.written("Service", None, written)
+    (mine,) = await source.children("Service", "ml", "digits")
+    assert mine["metadata"]["name"] == "digits-predictor"
+    source.indices[index_id("Job")] = {}
+    assert await source.children("Job", "ml", "digits") == []  # another kind
+    assert set(source.overlay.by_owner) == {("Service", "ml", "digits"), ("Service", "ml", "other")}
+    # Once the watch shows the object, the entry goes, and with it its owner's group.
+    source.indices[index_id("Service")][("ml", "digits")] = [
+        snapshot(_obj("Service", "digits-predictor", "7"))
+    ]
+    source.indices[index_id("Service")][("ml", "other")] = [
+        snapshot(_obj("Service", "other-predictor", "8", owner="other"))
+    ]
+    await source.children("Service", "ml", "digits")
+    await source.children("Service", "ml", "other")
+    assert source.overlay.by_owner == {}
+    assert source.overlay.entries == {}
