@@ -222,6 +222,24 @@ class Kube:
             raise ApiError(409, f"{manifest['kind']} {meta['name']} exists but cannot be read")
         return existing, False
 
+    async def create_new(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """POST ``manifest`` under the operator's field manager; 409 when its name is taken.
+
+        For children written once and never re-applied (a Job, a PVC): the API server spends
+        1.3-1.8x less on a POST of a new Job than on a server-side apply of it (measured on
+        the local cluster, tests/benchmarks/operator.md), and no field is ever applied again
+        for a second manager to fight over.
+        """
+        meta = manifest["metadata"]
+        obj: dict[str, Any] = await self._call(
+            "POST",
+            KINDS[manifest["kind"]].path(meta["namespace"]),
+            body=manifest,
+            query=_field_manager(),
+            expected=(409,),
+        )
+        return obj
+
     async def apply(
         self, manifest: dict[str, Any], *, force: bool, manager: str = MANAGED_BY
     ) -> dict[str, Any]:

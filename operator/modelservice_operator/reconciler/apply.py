@@ -43,6 +43,8 @@ class Writer(Protocol):
         self, manifest: dict[str, Any], *, force: bool, manager: str = ...
     ) -> dict[str, Any]: ...
 
+    async def create_new(self, manifest: dict[str, Any]) -> dict[str, Any]: ...
+
     async def delete(self, kind: str, namespace: str, name: str) -> None: ...
 
     async def merge_patch(
@@ -90,7 +92,10 @@ async def apply_children(
     for write in plan.writes:
         before = obs.named(write.kind, write.name)
         try:
-            after = await kube.apply(write.manifest, force=write.force, manager=write.manager)
+            if write.post:
+                after = await kube.create_new(write.manifest)
+            else:
+                after = await kube.apply(write.manifest, force=write.force, manager=write.manager)
         except ApiError as exc:
             return _refused(exc, write)
         source.written(write.kind, before, after)

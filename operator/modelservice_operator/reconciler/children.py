@@ -6,7 +6,8 @@ A new kind of child is one builder plus one entry in :func:`desired_serving` (an
 - a child whose name is taken by an object this ModelService does not control (a leftover
   of a deleted namesake, someone else's object) is never touched: it is a ``ChildConflict``;
 - an absent child is created by server-side apply, without forcing, so that an unexpected
-  namesake answers with a conflict instead of being taken over;
+  namesake answers with a conflict instead of being taken over (a child written once and
+  never re-applied, a Job or a PVC, by a plain POST: a namesake answers 409 the same way);
 - a present child is re-applied (forcing: the fields are ours) only when its spec-hash
   annotation or labels differ from the desired ones: nothing is written when they match;
 - a child of a :data:`PRUNABLE` kind that is no longer desired is deleted.
@@ -80,12 +81,13 @@ class Child(_Named):
 
 @dataclass(frozen=True)
 class Write(_Named):
-    """One server-side apply."""
+    """One server-side apply, or with ``post`` the creation of a write-once child."""
 
     manifest: dict[str, Any]
     force: bool
     creates: bool
     manager: str = MANAGED_BY
+    post: bool = False
 
 
 def desired_serving(
@@ -191,7 +193,8 @@ def plan_children(
             problem = problem or conflict(child.kind, child.name)
             continue
         if observed is None:
-            writes.append(Write(_without_replicas(child.manifest), force=False, creates=True))
+            manifest = _without_replicas(child.manifest)
+            writes.append(Write(manifest, force=False, creates=True, post=not child.mutable))
             initial = _initial_replicas(child.manifest)
             if initial is not None:
                 writes.append(initial)

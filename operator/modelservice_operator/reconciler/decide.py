@@ -291,7 +291,7 @@ def decide(obs: Observed, settings: Settings, now: str, rejected: Stuck | None =
             plan.writes.extend(names)
         plan.deletes.extend(stale_workers_services(obs, trained))
         if trained.create is not None:
-            plan.writes.append(Write(trained.create, force=False, creates=True))
+            plan.writes.append(Write(trained.create, force=False, creates=True, post=True))
         if trained.annotate is not None:
             plan.annotate.append(("Job", trained.status.job_name or "", trained.annotate))
         record, gate = trained.record, trained.gate

@@ -79,6 +79,15 @@ class FakeKube:
         self.writes.append(("create", manifest["kind"], meta["name"]))
         return copy.deepcopy(self.put(copy.deepcopy(manifest))), True
 
+    async def create_new(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """POST: 409 when the name is taken."""
+        meta = manifest["metadata"]
+        key = (manifest["kind"], meta["namespace"], meta["name"])
+        if key in self.objects:
+            raise ApiError(409, f"{manifest['kind']} {meta['name']} already exists")
+        self.writes.append(("create", manifest["kind"], meta["name"]))
+        return copy.deepcopy(self.put(copy.deepcopy(manifest)))
+
     async def apply(
         self, manifest: dict[str, Any], *, force: bool, manager: str = "modelservice-operator"
     ) -> dict[str, Any]:

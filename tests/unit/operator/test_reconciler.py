@@ -294,14 +294,14 @@ def test_merge_patch_diff() -> None:
 
 
 async def test_refused_child_is_reported_not_retried_forever(kube: FakeKube) -> None:
-    real_apply = kube.apply
+    real_create = kube.create_new
 
-    async def refuse_jobs(manifest: dict[str, Any], **kw: Any) -> dict[str, Any]:
+    async def refuse_jobs(manifest: dict[str, Any]) -> dict[str, Any]:
         if manifest["kind"] == "Job":
             raise ApiError(422, 'Job.batch "x" is invalid: spec.template...: Invalid value')
-        return await real_apply(manifest, **kw)
+        return await real_create(manifest)
 
-    kube.apply = refuse_jobs  # type: ignore[method-assign]
+    kube.create_new = refuse_jobs  # type: ignore[method-assign]
     ms = await run(kube)
     assert ms["status"]["phase"] == "Failed"
     ready = conditions(ms)["Ready"]
@@ -445,3 +445,33 @@ async def test_lineage_of_a_version_and_events_on_promotion_and_rollback(kube: F
     await run(kube)
     rollbacks = [e for e in kube.events if e[1] == "RolledBack"]
     assert rollbacks == [("Normal", "RolledBack", "serving pinned version 1 instead of version 2")]
+
+
+async def test_write_once_children_are_posted_the_rest_applied(kube: FakeKube) -> None:
+    await run(kube)
+    created = sorted((kind, name) for op, kind, name in kube.writes if op == "create")
+    applied = {kind for op, kind, _ in kube.writes if op == "apply"}
+    # The Job and the store's claim: created once, never re-applied.
+    assert [kind for kind, _ in created] == ["Job", "PersistentVolumeClaim"]
+    assert "Job" not in applied
+    assert "PersistentVolumeClaim" not in applied
+    finish_job(kube, 0.97)
+    await run(kube)
+    applied = {kind for op, kind, _ in kube.writes if op == "apply"}
+    assert "Deployment" in applied  # the predictor's children stay server-side applied
+    assert sorted(kind for op, kind, _ in kube.writes if op == "create") == [k for k, _ in created]
+
+
+async def test_a_posted_childs_taken_name_is_a_conflict(kube: FakeKube) -> None:
+    real_create = kube.create_new
+
+    async def taken(manifest: dict[str, Any]) -> dict[str, Any]:
+        if manifest["kind"] == "Job":  # a namesake the cache has not shown yet
+            raise ApiError(409, f'jobs.batch "{manifest["metadata"]["name"]}" already exists')
+        return await real_create(manifest)
+
+    kube.create_new = taken  # type: ignore[method-assign]
+    ms = await run(kube)
+    ready = conditions(ms)["Ready"]
+    assert ready["reason"] == "ChildConflict"
+    assert "not controlled by this ModelService" in ready["message"]
