@@ -348,11 +348,17 @@ async def at_scale(
             result["jobs_mean_queue_wait_s"] = (
                 waits[1].get("sum", 0.0) - waits[0].get("sum", 0.0)
             ) / reconciles
+        done = waits[1].get("reconcile_count", 0.0) - waits[0].get("reconcile_count", 0.0)
+        if done:
+            result["jobs_mean_reconcile_s"] = (
+                waits[1].get("reconcile_sum", 0.0) - waits[0].get("reconcile_sum", 0.0)
+            ) / done
         log(f"N={n}: all Jobs after {result['jobs_s']:.1f}s")
         top = sorted(result["jobs_requests"].items(), key=lambda kv: -kv[1])[:8]
         log(
             f"N={n}: until then {result.get('jobs_reconciles', 0):.0f} reconciles waited "
-            f"{result.get('jobs_mean_queue_wait_s', 0.0):.3f}s each on average; requests: "
+            f"{result.get('jobs_mean_queue_wait_s', 0.0):.3f}s each on average and took "
+            f"{result.get('jobs_mean_reconcile_s', 0.0):.3f}s; requests: "
             + ", ".join(f"{key} {value:.0f}" for key, value in top)
         )
         try:

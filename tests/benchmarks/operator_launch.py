@@ -66,17 +66,22 @@ def _dump(path: Path) -> None:
 
 def _queue_wait() -> dict[str, float]:
     """The work queue's waits so far (sum and count of seconds a due key waited for a
-    worker), from the operator's own registry; empty before the operator imported it."""
+    worker) and the successful reconciles' wall time, from the operator's own registry;
+    empty before the operator imported it."""
     metrics = sys.modules.get("modelservice_operator.metrics")
     # Read from another thread: the module may be importing still.
     registry = getattr(metrics, "REGISTRY", None)
     if registry is None:
         return {}
     name = "modelservice_operator_queue_wait_seconds"
+    took = "modelservice_operator_reconcile_duration_seconds"
+    success = {"result": "success"}
     try:
         return {
             "sum": registry.get_sample_value(f"{name}_sum") or 0.0,
             "count": registry.get_sample_value(f"{name}_count") or 0.0,
+            "reconcile_sum": registry.get_sample_value(f"{took}_sum", success) or 0.0,
+            "reconcile_count": registry.get_sample_value(f"{took}_count", success) or 0.0,
         }
     except RuntimeError:  # a collector registered while this thread read them
         return {}
