@@ -214,10 +214,11 @@ def start_cluster(bins: Path, node_ip: str | None, no_node_reason: str | None) -
             f"--cluster-signing-key-file={pki / 'ca.key'}",
             "--enable-hostpath-provisioner=true",
             "--horizontal-pod-autoscaler-sync-period=5s",
-            # client-go's default of 20 requests/s per controller made the PersistentVolume
-            # controller bind 0.3-0.5 claims/s during `make bench-operator`'s bursts: the
-            # local cluster would be the benchmark's bottleneck, not the operator. Scale
-            # tests raise it the same way (clusterloader2's kube-controller-manager, 100+).
+            # client-go's default is 20 requests/s per controller: too few for
+            # `make bench-operator`'s bursts of 1,000 claims, Jobs and pods, where the local
+            # cluster, not the operator, would set the pace (claims bound at 0.3-0.5/s at
+            # the default on a loaded host, ~3.5/s with this on an idle one). Scale tests
+            # raise it the same way.
             "--kube-api-qps=200",
             "--kube-api-burst=400",
             "--v=1",
