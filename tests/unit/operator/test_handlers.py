@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import pytest
@@ -54,3 +55,18 @@ async def test_deleted_modelservice_is_forgotten() -> None:
     assert ("ml", "gone") not in reconciler._locks
     assert _gauge("Ready") == ready - 1
     assert source.overlay.entries == {}
+
+
+def test_kopf_handler_successes_are_quiet_unless_debugging() -> None:
+    objects = logging.getLogger("kopf.objects")
+    before = objects.level
+    try:
+        objects.setLevel(logging.INFO)
+        handlers.quiet_handler_successes()
+        assert not objects.isEnabledFor(logging.INFO)
+        assert objects.isEnabledFor(logging.WARNING)
+        objects.setLevel(logging.DEBUG)  # kopf run --verbose
+        handlers.quiet_handler_successes()
+        assert objects.isEnabledFor(logging.INFO)
+    finally:
+        objects.setLevel(before)
