@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import pytest
@@ -80,10 +81,15 @@ async def test_a_failed_post_does_not_stop_the_next_ones() -> None:
     assert [p[1] for p in poster.posted] == ["Second"]
 
 
-async def test_a_full_queue_drops_new_events() -> None:
+async def test_a_full_queue_drops_new_events(caplog: pytest.LogCaptureFixture) -> None:
     poster = SlowPoster(delay_s=10)
     sink = EventSink(poster, limit=2)  # not started: nothing drains
-    for index in range(5):
-        sink.emit(_ms("a"), "Normal", f"R{index}", "m")
+    with caplog.at_level(logging.WARNING, logger="modelservice_operator.events"):
+        for index in range(205):
+            sink.emit(_ms("a"), "Normal", f"R{index}", "m")
     assert sink.pending() == 2
-    assert sink.dropped == 3
+    assert sink.dropped == 203
+    # Said at the first drop and every hundredth, not 203 times.
+    said = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
+    assert len(said) == 3
+    assert said[-1].endswith("(201 dropped so far)")
