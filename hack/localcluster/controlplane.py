@@ -348,8 +348,9 @@ def start_real_node(
     state["real_node"] = node
     save()
     try:
-        realnode.start(STATE_DIR, bins, node_ip, ports, pids, start, wait_until)
-        save()
+        # RBAC first: metrics-server reads the extension-apiserver-authentication ConfigMap
+        # once as it starts and exits for good when it may not yet (a race it lost in a
+        # clean-clone run whose cached binaries made the node start in under a second).
         ca_bundle = (STATE_DIR / "pki" / "ca.crt").read_bytes()
         run(
             *kubectl,
@@ -360,6 +361,8 @@ def start_real_node(
             input=realnode.api_objects(node_ip, ports, ca_bundle),
             stdout=subprocess.DEVNULL,
         )
+        realnode.start(STATE_DIR, bins, node_ip, ports, pids, start, wait_until)
+        save()
         wait_until(
             f"the real node {realnode.NODE_NAME} Ready",
             lambda: subprocess.run(
@@ -393,11 +396,14 @@ def start_real_node(
         log(f"no real node: {reason}")
         save()
         realnode.stop(STATE_DIR, bins, pids, stop)
-        subprocess.run(
-            [*kubectl, "delete", "node", realnode.NODE_NAME, "--ignore-not-found"],
-            capture_output=True,
-            check=False,
-        )
+        # An aggregated API left registered and unavailable blocks every namespace deletion
+        # (the namespace controller cannot list what it serves).
+        for obj in (("node", realnode.NODE_NAME), (METRICS_API,)):
+            subprocess.run(
+                [*kubectl, "delete", *obj, "--ignore-not-found"],
+                capture_output=True,
+                check=False,
+            )
         del state["real_node"]
         state["real_node_unavailable"] = reason
         save()
