@@ -353,18 +353,16 @@ async def at_scale(
         # waited for a worker (saturated workers, or a saturated API server?).
         at_jobs = operator.requests()
         result["jobs_requests"] = rate(at_start, at_jobs, 1.0)[1]
-        waits = [snap.get("queue_wait") or {} for snap in (at_start, at_jobs)]
-        reconciles = waits[1].get("count", 0.0) - waits[0].get("count", 0.0)
-        if reconciles:
-            result["jobs_reconciles"] = reconciles
-            result["jobs_mean_queue_wait_s"] = (
-                waits[1].get("sum", 0.0) - waits[0].get("sum", 0.0)
-            ) / reconciles
-        done = waits[1].get("reconcile_count", 0.0) - waits[0].get("reconcile_count", 0.0)
-        if done:
-            result["jobs_mean_reconcile_s"] = (
-                waits[1].get("reconcile_sum", 0.0) - waits[0].get("reconcile_sum", 0.0)
-            ) / done
+        before, after = (snap.get("queue") or {} for snap in (at_start, at_jobs))
+
+        def grew(key: str) -> float:
+            return float(after.get(key, 0.0)) - float(before.get(key, 0.0))
+
+        if grew("wait_count"):
+            result["jobs_reconciles"] = grew("wait_count")
+            result["jobs_mean_queue_wait_s"] = grew("wait_sum") / grew("wait_count")
+        if grew("reconcile_count"):
+            result["jobs_mean_reconcile_s"] = grew("reconcile_sum") / grew("reconcile_count")
         log(f"N={n}: all Jobs after {result['jobs_s']:.1f}s")
         top = sorted(result["jobs_requests"].items(), key=lambda kv: -kv[1])[:8]
         log(

@@ -57,14 +57,14 @@ def _dump(path: Path) -> None:
     while True:
         with _LOCK:
             snapshot = {"at": time.time(), "counts": dict(COUNTS), "total": sum(COUNTS.values())}
-        snapshot["queue_wait"] = _queue_wait()
+        snapshot["queue"] = _queue_stats()
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(snapshot))
         tmp.replace(path)
         time.sleep(0.5)
 
 
-def _queue_wait() -> dict[str, float]:
+def _queue_stats() -> dict[str, float]:
     """The work queue's waits so far (sum and count of seconds a due key waited for a
     worker) and the successful reconciles' wall time, from the operator's own registry;
     empty before the operator imported it."""
@@ -78,8 +78,8 @@ def _queue_wait() -> dict[str, float]:
     success = {"result": "success"}
     try:
         return {
-            "sum": registry.get_sample_value(f"{name}_sum") or 0.0,
-            "count": registry.get_sample_value(f"{name}_count") or 0.0,
+            "wait_sum": registry.get_sample_value(f"{name}_sum") or 0.0,
+            "wait_count": registry.get_sample_value(f"{name}_count") or 0.0,
             "reconcile_sum": registry.get_sample_value(f"{took}_sum", success) or 0.0,
             "reconcile_count": registry.get_sample_value(f"{took}_count", success) or 0.0,
         }

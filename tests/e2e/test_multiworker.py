@@ -61,13 +61,19 @@ def train_workers(data: Path, tmp_path: Path, envs: list[dict[str, str]]) -> lis
     return outputs
 
 
-def test_two_workers_train_one_version(tmp_path: Path) -> None:
-    """TF_CONFIG with two workers: MultiWorkerMirroredStrategy, worker 0 publishes."""
-    rng = np.random.default_rng(0)
+def points_csv(tmp_path: Path, seed: int) -> Path:
+    """64 labelled points of two separable kinds, as a CSV dataset."""
+    rng = np.random.default_rng(seed)
     kinds = rng.integers(2, size=64)
     rows = [f"{k * 2 + rng.normal():.3f},{rng.normal():.3f},{k}" for k in kinds]
     data = tmp_path / "points.csv"
     data.write_text("x,y,label\n" + "\n".join(rows) + "\n")
+    return data
+
+
+def test_two_workers_train_one_version(tmp_path: Path) -> None:
+    """TF_CONFIG with two workers: MultiWorkerMirroredStrategy, worker 0 publishes."""
+    data = points_csv(tmp_path, seed=0)
     ports = free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
     outputs = train_workers(
@@ -90,11 +96,7 @@ def test_two_workers_train_one_version(tmp_path: Path) -> None:
 
 def test_workers_without_dns_meet_through_the_store(tmp_path: Path) -> None:
     """Names that do not resolve (no cluster DNS): the workers swap IPs through the store."""
-    rng = np.random.default_rng(1)
-    kinds = rng.integers(2, size=64)
-    rows = [f"{k * 2 + rng.normal():.3f},{rng.normal():.3f},{k}" for k in kinds]
-    data = tmp_path / "points.csv"
-    data.write_text("x,y,label\n" + "\n".join(rows) + "\n")
+    data = points_csv(tmp_path, seed=1)
     ports = free_ports(2)
     # As the operator writes them: <job>-<i>.<service>, here under a TLD that never resolves.
     cluster = {"worker": [f"job-{i}.job.invalid:{port}" for i, port in enumerate(ports)]}
