@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -49,12 +50,25 @@ _LEARNING_RATE = 0.2
 _TIMED_CALLS = 15
 
 
+class Waiter(Protocol):
+    """Who receives a request's outputs: an :class:`asyncio.Future`, or anything that
+    answers the same three calls (the HTTP protocol's inference path answers its client
+    from them directly). ``done()`` is true once answered or abandoned: such a request's
+    rows are dropped before the model runs."""
+
+    def done(self) -> bool: ...
+
+    def set_result(self, result: Tensors, /) -> None: ...
+
+    def set_exception(self, exception: BaseException, /) -> None: ...
+
+
 @dataclass(eq=False)
 class _Pending:
     inputs: Tensors
     rows: int
     enqueued: float
-    future: asyncio.Future[Tensors] = field(repr=False)
+    future: Waiter = field(repr=False)
     taken: int = 0  # rows handed to batches so far
     pieces: list[Tensors] = field(default_factory=list, repr=False)
     answered: int = 0  # rows whose outputs came back
@@ -178,6 +192,13 @@ class DynamicBatcher:
 
     async def submit(self, inputs: Tensors, rows: int) -> Tensors:
         """Queues one request's rows and waits for its outputs (of one or several batches)."""
+        future: asyncio.Future[Tensors] = asyncio.get_running_loop().create_future()
+        self.enqueue(inputs, rows, future)
+        return await future
+
+    def enqueue(self, inputs: Tensors, rows: int, waiter: Waiter) -> None:
+        """Queues one request's rows; ``waiter`` gets its outputs once every row has run
+        (or the model's exception). Refuses at once, raising 413 or 503."""
         if rows > self.max_queue_rows:
             raise PayloadTooLargeError(
                 f"request has {rows} rows; at most {self.max_queue_rows} fit the queue"
@@ -187,16 +208,13 @@ class DynamicBatcher:
                 f"server overloaded: {self._queued_rows} rows queued (limit "
                 f"{self.max_queue_rows}); retry later"
             )
-        loop = asyncio.get_running_loop()
-        pending = _Pending(inputs, rows, loop.time(), loop.create_future())
-        self._pending.append(pending)
+        self._pending.append(_Pending(inputs, rows, time.monotonic(), waiter))
         self._queued_rows += rows
         if self._on_queue_depth is not None:
             self._on_queue_depth(self._queued_rows)
         self._has_work.set()
         if self._queued_rows >= self.max_batch_size:
             self._batch_full.set()
-        return await pending.future
 
     async def _dispatch_forever(self) -> None:
         loop = asyncio.get_running_loop()
@@ -207,7 +225,7 @@ class DynamicBatcher:
                 self._has_work.clear()
                 await self._has_work.wait()
                 continue
-            wait = self._pending[0].enqueued + self.max_latency_s - loop.time()
+            wait = self._pending[0].enqueued + self.max_latency_s - time.monotonic()
             if wait > 0 and self._queued_rows < self.max_batch_size and not self._closing:
                 self._batch_full.clear()
                 with contextlib.suppress(TimeoutError):

@@ -89,7 +89,8 @@ def _overloaded_app(message: str) -> Any:
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with the limits above (set by :func:`guarded_protocol`)."""
+    """uvicorn's httptools protocol with the limits above (bound to its limits by
+    :func:`.inference_protocol.serving_protocol`)."""
 
     limits: ConnectionLimits
 
@@ -136,7 +137,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._cancel(self._head_timer)
         self._head_timer = None
         path = self.url.split(b"?", 1)[0]
-        in_flight = len(self.tasks)
+        in_flight = self._requests_in_flight()
         if in_flight >= self.limits.max_in_flight and path not in EXEMPT_PATHS:
             self._observe("in_flight")
             app = self.app
@@ -149,13 +150,25 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             finally:
                 self.app = app
         else:
-            super().on_headers_complete()
+            self._start_request(path)
         self._body_timer = self.loop.call_later(self.limits.body_timeout_s, self._body_timed_out)
 
+    def _start_request(self, path: bytes) -> None:
+        """Starts a request the limits admitted: uvicorn's ASGI cycle (subclasses may
+        answer some paths themselves)."""
+        super().on_headers_complete()
+
+    def _requests_in_flight(self) -> int:
+        """Requests being read or answered, on all connections: uvicorn's ASGI tasks."""
+        return len(self.tasks)
+
     def on_message_complete(self) -> None:
+        self._body_complete()
+        super().on_message_complete()
+
+    def _body_complete(self) -> None:
         self._cancel(self._body_timer)
         self._body_timer = None
-        super().on_message_complete()
         self._in_head = True  # a pipelined or next request starts its own head from here
         self._head_bytes = 0
 
@@ -237,8 +250,3 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def _cancel(timer: asyncio.TimerHandle | None) -> None:
         if timer is not None:
             timer.cancel()
-
-
-def guarded_protocol(limits: ConnectionLimits) -> type[GuardedHttpToolsProtocol]:
-    """A protocol class bound to ``limits`` (uvicorn builds one instance per connection)."""
-    return type("GuardedHttpToolsProtocol", (GuardedHttpToolsProtocol,), {"limits": limits})

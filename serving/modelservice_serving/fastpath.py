@@ -113,9 +113,7 @@ class InferenceFastPath:
             if refusal is not None:  # before the metrics, as the middleware order had it
                 await refusal.send(send)
                 return
-        started = time.perf_counter()
-        inflight = self.metrics.inflight_requests
-        inflight.inc()
+        started = self.begin()
         template, name, version = route
         upload = AsgiUpload(headers, receive)
         status = 500  # unless an answer is sent (cancelled: the server is going away)
@@ -132,10 +130,16 @@ class InferenceFastPath:
             status = answer.status
             await answer.send(send)
         finally:
-            inflight.dec()
-            self._observe(template, status, time.perf_counter() - started)
+            self.end(template, status, started)
 
-    def _observe(self, template: str, status: int, seconds: float) -> None:
+    def begin(self) -> float:
+        """Counts a request in flight (after its token was accepted); its start time."""
+        self.metrics.inflight_requests.inc()
+        return time.perf_counter()
+
+    def end(self, template: str, status: int, started: float) -> None:
+        """Counts a request answered (or abandoned, 499) under its route template."""
+        self.metrics.inflight_requests.dec()
         key = (template, status)
         children = self._children.get(key)
         if children is None:
@@ -146,4 +150,4 @@ class InferenceFastPath:
             )
             self._children[key] = children
         children[0].inc()
-        children[1].observe(seconds)
+        children[1].observe(time.perf_counter() - started)

@@ -16,6 +16,7 @@ from starlette.responses import Response
 
 from . import openapi, payloads
 from .answer import Answer, json_answer
+from .batching import DynamicBatcher, Reservation
 from .errors import InvalidInputError, InvalidRequestError, ModelNotFoundError
 from .model import ServedModel, Tensors
 from .state import ServingState
@@ -95,21 +96,50 @@ async def predict(name: str, request: Request) -> Response:
 
 async def serve_predict(state: ServingState, name: str, upload: payloads.Upload) -> Answer:
     """The predict handler proper, whichever transport reads the request."""
-    model, batcher = state.loaded_model(name)
-    # Admitted (or refused with 503) before the body is read, from its declared length.
-    reservation = batcher.reserve(payloads.declared_length(upload))
+    call = PredictCall.admit(state, name, payloads.declared_length(upload))
     try:
-        body = await upload.body(state.settings.max_body_bytes)
-        payload = payloads.parse_json_object(body)
-        inputs, rows, row_format = _decode(model, payload, payloads.may_hold_booleans(body))
-        batcher.learn(len(body), rows)
+        inputs, rows = call.decode(await upload.body(state.settings.max_body_bytes))
     finally:
-        reservation.release()
-    outputs = await batcher.submit(inputs, rows)
-    if row_format:
-        return json_answer({"predictions": _as_rows(outputs)})
-    only = next(iter(outputs.values())) if len(outputs) == 1 else None
-    return json_answer({"outputs": only if only is not None else outputs})
+        call.reservation.release()
+    return call.answer(await call.batcher.submit(inputs, rows))
+
+
+class PredictCall:
+    """One predict request from admission to answer, without any I/O.
+
+    :meth:`admit` (before the body is read: the model exists and the queue takes the rows
+    its ``Content-Length`` suggests, else 503), :meth:`decode` (the body to tensors),
+    then the batcher, then :meth:`answer`. The ASGI handler above and the HTTP protocol's
+    inference path (:mod:`.inference_protocol`) run the same steps.
+    """
+
+    __slots__ = ("batcher", "model", "reservation", "row_format")
+
+    def __init__(self, model: ServedModel, batcher: DynamicBatcher, reservation: Reservation):
+        self.model = model
+        self.batcher = batcher
+        self.reservation = reservation
+        self.row_format = True
+
+    @classmethod
+    def admit(cls, state: ServingState, name: str, declared: int | None) -> PredictCall:
+        model, batcher = state.loaded_model(name)
+        return cls(model, batcher, batcher.reserve(declared))
+
+    def decode(self, body: bytes) -> tuple[Tensors, int]:
+        """The request's tensors and batch size (releases nothing: the caller does)."""
+        payload = payloads.parse_json_object(body)
+        inputs, rows, self.row_format = _decode(
+            self.model, payload, payloads.may_hold_booleans(body)
+        )
+        self.batcher.learn(len(body), rows)
+        return inputs, rows
+
+    def answer(self, outputs: Tensors) -> Answer:
+        if self.row_format:
+            return json_answer({"predictions": _as_rows(outputs)})
+        only = next(iter(outputs.values())) if len(outputs) == 1 else None
+        return json_answer({"outputs": only if only is not None else outputs})
 
 
 def _decode(

@@ -15,6 +15,7 @@ from starlette.responses import Response
 
 from . import __version__, binary_http, openapi, payloads
 from .answer import Answer
+from .batching import DynamicBatcher, Reservation
 from .errors import InvalidInputError, InvalidRequestError, ModelNotFoundError
 from .model import ServedModel, Tensors
 from .state import ServingState
@@ -246,36 +247,95 @@ async def serve_infer(
     state: ServingState, name: str, version: str | None, upload: payloads.Upload
 ) -> Answer:
     """The infer handler proper, whichever transport reads the request."""
-    model = _model_of(state, name, version)
-    batcher = state.batcher
-    assert batcher is not None
-    # Admitted (or refused with 503) before the body is read, from its declared length.
-    reservation = batcher.reserve(payloads.declared_length(upload))
+    call = InferCall.admit(
+        state,
+        name,
+        version,
+        payloads.declared_length(upload),
+        upload.header(binary_http.HEADER_KEY),
+    )
     try:
-        body = await upload.body(state.settings.max_body_bytes)
-        declared = upload.header(binary_http.HEADER_KEY)
+        inputs, rows = call.decode(await upload.body(state.settings.max_body_bytes))
+    finally:
+        call.reservation.release()
+    return call.answer(await call.batcher.submit(inputs, rows))
+
+
+class InferCall:
+    """One infer request from admission to answer, without any I/O.
+
+    :meth:`admit` (before the body is read: the model and version exist and the queue
+    takes the rows its ``Content-Length`` suggests, else 503), :meth:`decode` (the body,
+    JSON or the binary tensor extension, to tensors), then the batcher, then
+    :meth:`answer`. The ASGI handler above and the HTTP protocol's inference path
+    (:mod:`.inference_protocol`) run the same steps.
+    """
+
+    __slots__ = (
+        "batcher", "binary_header", "binary_outputs", "max_body_bytes", "model", "request_id",
+        "reservation", "wanted",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        model: ServedModel,
+        batcher: DynamicBatcher,
+        reservation: Reservation,
+        binary_header: bytes | None,
+        max_body_bytes: int,
+    ) -> None:
+        self.model = model
+        self.batcher = batcher
+        self.reservation = reservation
+        self.binary_header = binary_header
+        self.max_body_bytes = max_body_bytes
+        self.wanted: list[str] = []
+        self.binary_outputs = binary_http.JSON_ONLY
+        self.request_id: Any = None
+
+    @classmethod
+    def admit(
+        cls,
+        state: ServingState,
+        name: str,
+        version: str | None,
+        declared: int | None,
+        binary_header: bytes | None,
+    ) -> InferCall:
+        model = _model_of(state, name, version)
+        batcher = state.batcher
+        assert batcher is not None
+        return cls(
+            model, batcher, batcher.reserve(declared), binary_header, state.settings.max_body_bytes
+        )
+
+    def decode(self, body: bytes) -> tuple[Tensors, int]:
+        """The request's tensors and batch size (releases nothing: the caller does)."""
+        declared = self.binary_header
         if declared is None:
             payload = payloads.parse_json_object(body)
-            header, max_values = body, max_elements(state.settings.max_body_bytes)
+            header, max_values = body, max_elements(self.max_body_bytes)
         else:  # the binary tensor extension: a JSON header, then raw bytes (1 or more a value)
             payload = binary_http.parse_infer_body(body, declared)
-            header, max_values = body[: int(declared)], state.settings.max_body_bytes + 1
+            header, max_values = body[: int(declared)], self.max_body_bytes + 1
         _check_envelope(payload)
-        binary_outputs = binary_http.binary_outputs(payload)
+        self.binary_outputs = binary_http.binary_outputs(payload)
         limits = _Limits(
             max_elements=max_values, booleans_possible=payloads.may_hold_booleans(header)
         )
-        inputs, rows = _decode_inputs(model, payload.get("inputs"), limits)
-        wanted = _requested_outputs(model, payload.get("outputs", _ALL_OUTPUTS))
-        batcher.learn(len(body), rows)
-    finally:
-        reservation.release()
-    outputs = await batcher.submit(inputs, rows)
-    response: dict[str, Any] = {"model_name": model.name, "model_version": model.version}
-    if "id" in payload:
-        response["id"] = payload["id"]
-    response["outputs"] = [_encode(model, name, outputs[name]) for name in wanted]
-    return binary_http.infer_answer(response, binary_outputs)
+        inputs, rows = _decode_inputs(self.model, payload.get("inputs"), limits)
+        self.wanted = _requested_outputs(self.model, payload.get("outputs", _ALL_OUTPUTS))
+        self.request_id = payload.get("id")
+        self.batcher.learn(len(body), rows)
+        return inputs, rows
+
+    def answer(self, outputs: Tensors) -> Answer:
+        model = self.model
+        response: dict[str, Any] = {"model_name": model.name, "model_version": model.version}
+        if self.request_id is not None:
+            response["id"] = self.request_id
+        response["outputs"] = [_encode(model, name, outputs[name]) for name in self.wanted]
+        return binary_http.infer_answer(response, self.binary_outputs)
 
 
 def max_elements(max_body_bytes: int) -> int:

@@ -21,8 +21,9 @@ import prometheus_client
 import uvicorn
 
 from . import logs
-from .app import create_app, serving_state
-from .connections import ConnectionLimits, guarded_protocol
+from .app import ServingApp, create_app, serving_state
+from .connections import ConnectionLimits
+from .inference_protocol import serving_protocol
 from .settings import ServeSettings
 from .state import ServingState
 
@@ -89,8 +90,11 @@ def connection_cap(max_connections: int) -> int:
     return cap
 
 
-def protocol_options(settings: ServeSettings, state: ServingState) -> dict[str, Any]:
-    """uvicorn settings that bound what clients can hold: the guarded protocol, keep-alive."""
+def protocol_options(settings: ServeSettings, app: ServingApp) -> dict[str, Any]:
+    """uvicorn settings: the protocol that bounds what clients can hold and answers the
+    inference routes itself (:mod:`.inference_protocol`), and keep-alive."""
+    state = serving_state(app)
+    assert app.fast_path is not None
     limits = ConnectionLimits(
         max_header_bytes=settings.max_header_bytes,
         header_timeout_s=settings.header_timeout_s,
@@ -100,7 +104,7 @@ def protocol_options(settings: ServeSettings, state: ServingState) -> dict[str, 
         on_reject=lambda reason: state.metrics.connections_refused.labels(reason).inc(),
     )
     return {
-        "http": guarded_protocol(limits),
+        "http": serving_protocol(limits, app.fast_path),
         "timeout_keep_alive": settings.keep_alive_timeout_s,
         # Not uvicorn's limit_concurrency: it counts idle connections and would answer 503
         # to everyone while slow sockets are open; the guarded protocol does both caps.
@@ -117,7 +121,7 @@ def build_server(settings: ServeSettings) -> DrainingServer:
         port=settings.port,
         loop="uvloop",
         lifespan="on",
-        **protocol_options(settings, state),
+        **protocol_options(settings, app),
         access_log=settings.access_log,
         log_config=logs.uvicorn_log_config(settings.log_level),
         timeout_graceful_shutdown=int(settings.graceful_timeout_s),

@@ -122,7 +122,7 @@ def running_server(
     )  # fmt: skip
     app = create_app(settings, loader=loader)
     state = serving_state(app)
-    options = protocol_options(settings, state)  # the server's own connection guard
+    options = protocol_options(settings, app)  # the server's own protocol and guard
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=settings.port, log_level="warning", **options)
     )
