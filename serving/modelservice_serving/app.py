@@ -93,10 +93,10 @@ async def _load(state: ServingState, loader: ModelLoader) -> None:
         max_latency_s=settings.max_latency_ms / 1000,
         max_queue_rows=settings.max_queue,
         on_batch=metrics.batch_size.observe,
-        on_queue_depth=metrics.queue_depth.set,
         inline_below_s=settings.inline_model_below_ms / 1000,
     )
     batcher.start()
+    metrics.queued_rows = lambda: batcher.queued_rows
     # TensorFlow leaves millions of long-lived objects; frozen, the collector stops walking
     # them on every full collection (pauses of 100+ ms under load otherwise).
     gc.collect()
@@ -200,7 +200,6 @@ def create_app(settings: ServeSettings, loader: ModelLoader = load_model) -> Ser
             },
         )
         async def prometheus(request: Request) -> Response:
-            metrics.queue_depth.set(state.batcher.queued_rows if state.batcher else 0)
             body, content_type = metrics.exposition()
             return Response(body, media_type=content_type)
 

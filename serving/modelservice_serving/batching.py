@@ -29,19 +29,23 @@ import logging
 import math
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
+import numpy.typing as npt
 
+from .deferred import DeferredTensor, merged_array
 from .errors import OverloadedError, PayloadTooLargeError
 from .model import Tensors
 
 log = logging.getLogger(__name__)
 
 PredictFn = Callable[[Tensors], Tensors]
+# A request's inputs as queued: arrays, or values the batch converts (:mod:`.deferred`).
+Inputs = Mapping[str, npt.NDArray[Any] | DeferredTensor]
 BatchObserver = Callable[[int], None]
 
 # Weight of the newest request in the running bytes-per-row estimate.
@@ -65,7 +69,7 @@ class Waiter(Protocol):
 
 @dataclass(eq=False)
 class _Pending:
-    inputs: Tensors
+    inputs: Inputs
     rows: int
     enqueued: float
     future: Waiter = field(repr=False)
@@ -78,11 +82,16 @@ class _Pending:
         return self.rows - self.taken
 
 
-@dataclass(frozen=True)
 class _Slice:
-    pending: _Pending
-    start: int
-    stop: int
+    """Rows ``[start, stop)`` of a request, in one batch (a plain class: cheaper to make
+    than a frozen dataclass, one per request and batch)."""
+
+    __slots__ = ("pending", "start", "stop")
+
+    def __init__(self, pending: _Pending, start: int, stop: int) -> None:
+        self.pending = pending
+        self.start = start
+        self.stop = stop
 
 
 class Reservation:
@@ -109,7 +118,6 @@ class DynamicBatcher:
         max_latency_s: float,
         max_queue_rows: int,
         on_batch: BatchObserver | None = None,
-        on_queue_depth: BatchObserver | None = None,
         inline_below_s: float = 0.0,
     ) -> None:
         self._predict = predict
@@ -121,7 +129,6 @@ class DynamicBatcher:
         self.max_latency_s = max_latency_s
         self.max_queue_rows = max_queue_rows
         self._on_batch = on_batch
-        self._on_queue_depth = on_queue_depth
         self._pending: collections.deque[_Pending] = collections.deque()
         self._queued_rows = 0
         self._reserved_rows = 0
@@ -190,13 +197,13 @@ class DynamicBatcher:
             observed if previous is None else previous + _LEARNING_RATE * (observed - previous)
         )
 
-    async def submit(self, inputs: Tensors, rows: int) -> Tensors:
+    async def submit(self, inputs: Inputs, rows: int) -> Tensors:
         """Queues one request's rows and waits for its outputs (of one or several batches)."""
         future: asyncio.Future[Tensors] = asyncio.get_running_loop().create_future()
         self.enqueue(inputs, rows, future)
         return await future
 
-    def enqueue(self, inputs: Tensors, rows: int, waiter: Waiter) -> None:
+    def enqueue(self, inputs: Inputs, rows: int, waiter: Waiter) -> None:
         """Queues one request's rows; ``waiter`` gets its outputs once every row has run
         (or the model's exception). Refuses at once, raising 413 or 503."""
         if rows > self.max_queue_rows:
@@ -210,8 +217,6 @@ class DynamicBatcher:
             )
         self._pending.append(_Pending(inputs, rows, time.monotonic(), waiter))
         self._queued_rows += rows
-        if self._on_queue_depth is not None:
-            self._on_queue_depth(self._queued_rows)
         self._has_work.set()
         if self._queued_rows >= self.max_batch_size:
             self._batch_full.set()
@@ -231,8 +236,6 @@ class DynamicBatcher:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._batch_full.wait(), wait)
             batch = self._take_batch()
-            if self._on_queue_depth is not None:
-                self._on_queue_depth(self._queued_rows)
             if batch:
                 await self._run(loop, batch)
 
@@ -273,14 +276,15 @@ class DynamicBatcher:
 
     async def _run(self, loop: asyncio.AbstractEventLoop, batch: list[_Slice]) -> None:
         live = [piece for piece in batch if not piece.pending.future.done()]
+        merged, live = _converted(live)
         if not live:
             return
         try:
             if self.runs_inline:
-                outputs, seconds = _predict_batch(self._predict, live)
+                outputs, seconds = _predict_batch(self._predict, live, merged)
             else:
                 outputs, seconds = await loop.run_in_executor(
-                    self._executor, _predict_batch, self._predict, live
+                    self._executor, _predict_batch, self._predict, live, merged
                 )
         except Exception as exc:
             log.exception("model call failed", extra={"requests": len(live)})
@@ -330,19 +334,76 @@ def _joined(pieces: list[Tensors]) -> Tensors:
     return {name: np.concatenate([piece[name] for piece in pieces]) for name in pieces[0]}
 
 
-def _predict_batch(predict: PredictFn, batch: list[_Slice]) -> tuple[list[Tensors], float]:
-    """Concatenate, call the model once, split the outputs per slice; with the call's
-    duration in seconds (on the model thread, or inline)."""
+def _converted(batch: list[_Slice]) -> tuple[Tensors | None, list[_Slice]]:
+    """Deferred inputs to arrays, on the event loop (a failed request is answered here).
+
+    When every input of every slice is deferred, the batch's rows become one array per
+    input at once (returned, merged). Otherwise, or when the merged rows fail a check, each
+    request with deferred inputs is converted on its own (its arrays replace them, for its
+    later slices too) and one that fails gets its 4xx; the slices still to run are returned.
+    """
+    deferred = [
+        piece
+        for piece in batch
+        if any(isinstance(value, DeferredTensor) for value in piece.pending.inputs.values())
+    ]
+    if not deferred:
+        return None, batch
+    if len(deferred) == len(batch):
+        names = batch[0].pending.inputs.keys()
+        merged: Tensors = {}
+        for name in names:
+            parts = []
+            for piece in batch:
+                value = piece.pending.inputs.get(name)
+                if not isinstance(value, DeferredTensor):
+                    break
+                parts.append((value, piece.start, piece.stop))
+            else:
+                array = merged_array(parts)
+                if array is not None:
+                    merged[name] = array
+                    continue
+            break
+        else:
+            if all(len(piece.pending.inputs) == len(names) for piece in batch):
+                return merged, batch
+    kept: list[_Slice] = []
+    for piece in batch:
+        pending = piece.pending
+        try:
+            pending.inputs = {
+                name: value.array() if isinstance(value, DeferredTensor) else value
+                for name, value in pending.inputs.items()
+            }
+        except Exception as exc:  # its 4xx; its rows still queued are dropped (done)
+            pending.future.set_exception(exc)
+            continue
+        kept.append(piece)
+    return None, kept
+
+
+def _arrays(inputs: Inputs) -> Tensors:
+    """Inputs known to hold arrays only (converted by :func:`_converted`)."""
+    return cast(Tensors, inputs)
+
+
+def _predict_batch(
+    predict: PredictFn, batch: list[_Slice], merged: Tensors | None = None
+) -> tuple[list[Tensors], float]:
+    """Concatenate (unless ``merged`` already is), call the model once, split the outputs
+    per slice; with the call's duration in seconds (on the model thread, or inline)."""
     started = time.perf_counter()
-    if len(batch) == 1 and batch[0].start == 0 and batch[0].stop == batch[0].pending.rows:
-        return [predict(batch[0].pending.inputs)], time.perf_counter() - started
-    names = batch[0].pending.inputs.keys()
-    merged = {
-        name: np.concatenate(
-            [piece.pending.inputs[name][piece.start : piece.stop] for piece in batch]
-        )
-        for name in names
-    }
+    if merged is None:
+        if len(batch) == 1 and batch[0].start == 0 and batch[0].stop == batch[0].pending.rows:
+            return [predict(_arrays(batch[0].pending.inputs))], time.perf_counter() - started
+        names = batch[0].pending.inputs.keys()
+        merged = {
+            name: np.concatenate(
+                [_arrays(piece.pending.inputs)[name][piece.start : piece.stop] for piece in batch]
+            )
+            for name in names
+        }
     outputs = predict(merged)
     results: list[Tensors] = []
     start = 0

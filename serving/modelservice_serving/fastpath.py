@@ -17,7 +17,6 @@ Admission before the body is read (503 + ``Retry-After``) is theirs too.
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from starlette.types import Receive, Scope, Send
 
@@ -29,7 +28,6 @@ from .errors import (
     PayloadTooLargeError,
     answer_for,
 )
-from .metrics import ServerMetrics
 from .payloads import check_declared, declared_length
 from .state import ServingState
 
@@ -92,9 +90,8 @@ class InferenceFastPath:
 
     def __init__(self, state: ServingState, token: bytes | None) -> None:
         self.state = state
-        self.metrics: ServerMetrics = state.metrics
+        self.stats = state.metrics.requests
         self.token = BearerToken(token) if token is not None else None
-        self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
 
     def serves(self, scope: Scope) -> tuple[str, str, str | None] | None:
         """The route of an HTTP request this path answers (any method: other methods than
@@ -134,20 +131,11 @@ class InferenceFastPath:
 
     def begin(self) -> float:
         """Counts a request in flight (after its token was accepted); its start time."""
-        self.metrics.inflight_requests.inc()
+        self.stats.in_flight += 1
         return time.perf_counter()
 
     def end(self, template: str, status: int, started: float) -> None:
         """Counts a request answered (or abandoned, 499) under its route template."""
-        self.metrics.inflight_requests.dec()
-        key = (template, status)
-        children = self._children.get(key)
-        if children is None:
-            labels = ("POST", template, str(status))
-            children = (
-                self.metrics.requests.labels(*labels),
-                self.metrics.latency.labels(*labels),
-            )
-            self._children[key] = children
-        children[0].inc()
-        children[1].observe(time.perf_counter() - started)
+        stats = self.stats
+        stats.in_flight -= 1
+        stats.observe("POST", template, status, time.perf_counter() - started)

@@ -30,7 +30,7 @@ from typing import Any
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 
 from . import protocol_v1, protocol_v2
-from .answer import Answer
+from .answer import JSON, Answer
 from .binary_http import HEADER_KEY as BINARY_HEADER
 from .connections import ConnectionLimits, GuardedHttpToolsProtocol
 from .errors import ClientClosedRequestError, PayloadTooLargeError, answer_for
@@ -105,6 +105,8 @@ class InferenceProtocol(GuardedHttpToolsProtocol):
     fast_path: InferenceFastPath
     # Exchanges in flight on all connections (one protocol class per server).
     exchanges: list[int]
+    # uvicorn's default headers, and the 200 JSON head made with them (_json_ok_head).
+    ok_head: list[Any]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -225,15 +227,24 @@ class InferenceProtocol(GuardedHttpToolsProtocol):
             exchange.response_complete = True
             return
         status = answer.status
-        head = [STATUS_LINE[status]]
-        for name, value in self.server_state.default_headers:
-            head += [name, b": ", value, b"\r\n"]
-        for name, value in answer.raw_headers():
-            head += [name, b": ", value, b"\r\n"]
-        if not exchange.keep_alive:
-            head.append(b"connection: close\r\n")
-        head += [b"\r\n", answer.body]
-        transport.write(b"".join(head))
+        body = answer.body
+        if (
+            status == 200
+            and answer.content_type is JSON
+            and not answer.headers
+            and exchange.keep_alive
+        ):
+            transport.write(b"".join((self._json_ok_head(), b"%d\r\n\r\n" % len(body), body)))
+        else:
+            head = [STATUS_LINE[status]]
+            for name, value in self.server_state.default_headers:
+                head += [name, b": ", value, b"\r\n"]
+            for name, value in answer.raw_headers():
+                head += [name, b": ", value, b"\r\n"]
+            if not exchange.keep_alive:
+                head.append(b"connection: close\r\n")
+            head += [b"\r\n", body]
+            transport.write(b"".join(head))
         exchange.response_complete = True
         if self.access_log:
             client = f"{self.client[0]}:{self.client[1]}" if self.client else ""
@@ -244,6 +255,20 @@ class InferenceProtocol(GuardedHttpToolsProtocol):
         if not exchange.keep_alive:
             transport.close()
         self.on_response_complete()
+
+    def _json_ok_head(self) -> bytes:
+        """The head of a 200 JSON answer up to its length, as :meth:`_write` builds it, made
+        once per value of uvicorn's default headers (its ``date`` changes each second)."""
+        defaults = self.server_state.default_headers
+        cache = self.ok_head
+        if cache[0] is not defaults:
+            lines = [STATUS_LINE[200]]
+            for name, value in defaults:
+                lines += [name, b": ", value, b"\r\n"]
+            lines.append(b"content-type: application/json\r\ncontent-length: ")
+            cache[:] = [defaults, b"".join(lines)]
+        head: bytes = cache[1]
+        return head
 
     def _inference_route(self, path: bytes) -> tuple[str, str, str | None] | None:
         """The route of a request this protocol answers itself, else None (the ASGI app's)."""
@@ -265,5 +290,5 @@ def serving_protocol(
     return type(
         "InferenceProtocol",
         (InferenceProtocol,),
-        {"limits": limits, "fast_path": fast_path, "exchanges": [0]},
+        {"limits": limits, "fast_path": fast_path, "exchanges": [0], "ok_head": [None, b""]},
     )

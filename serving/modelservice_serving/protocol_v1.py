@@ -16,7 +16,8 @@ from starlette.responses import Response
 
 from . import openapi, payloads
 from .answer import Answer, json_answer
-from .batching import DynamicBatcher, Reservation
+from .batching import DynamicBatcher, Inputs, Reservation
+from .deferred import DEFERRABLE, DeferredTensor
 from .errors import InvalidInputError, InvalidRequestError, ModelNotFoundError
 from .model import ServedModel, Tensors
 from .state import ServingState
@@ -126,7 +127,7 @@ class PredictCall:
         model, batcher = state.loaded_model(name)
         return cls(model, batcher, batcher.reserve(declared))
 
-    def decode(self, body: bytes) -> tuple[Tensors, int]:
+    def decode(self, body: bytes) -> tuple[Inputs, int]:
         """The request's tensors and batch size (releases nothing: the caller does)."""
         payload = payloads.parse_json_object(body)
         inputs, rows, self.row_format = _decode(
@@ -144,7 +145,7 @@ class PredictCall:
 
 def _decode(
     model: ServedModel, payload: dict[str, Any], booleans_possible: bool
-) -> tuple[Tensors, int, bool]:
+) -> tuple[Inputs, int, bool]:
     """The request's tensors, their batch size, and whether it came in row format."""
     if "signature_name" in payload and not isinstance(payload["signature_name"], str):
         raise InvalidRequestError("'signature_name' must be a string")
@@ -161,7 +162,7 @@ def _decode(
 
 def _from_instances(
     model: ServedModel, instances: Any, booleans_possible: bool
-) -> tuple[Tensors, int]:
+) -> tuple[Inputs, int]:
     if not isinstance(instances, list) or not instances:
         raise InvalidRequestError("'instances' must be a non-empty array of rows")
     if isinstance(instances[0], dict):
@@ -183,7 +184,7 @@ def _from_instances(
     return _checked(model, {model.inputs[0].name: instances}, "instances", booleans_possible)
 
 
-def _from_columns(model: ServedModel, columns: Any, booleans_possible: bool) -> tuple[Tensors, int]:
+def _from_columns(model: ServedModel, columns: Any, booleans_possible: bool) -> tuple[Inputs, int]:
     if isinstance(columns, dict):
         expected = {spec.name for spec in model.inputs}
         if set(columns) != expected:
@@ -196,8 +197,14 @@ def _from_columns(model: ServedModel, columns: Any, booleans_possible: bool) -> 
 
 def _checked(
     model: ServedModel, columns: dict[str, Any], field: str, booleans_possible: bool
-) -> tuple[Tensors, int]:
-    tensors: Tensors = {}
+) -> tuple[Inputs, int]:
+    if len(model.inputs) == 1 and not booleans_possible:
+        spec = model.inputs[0]
+        values = columns[spec.name]
+        if spec.datatype in DEFERRABLE and type(values) is list and values:
+            # Converted with the rest of its batch (deferred.py); rows known already.
+            return {spec.name: DeferredTensor(values, len(values), spec, f"'{field}'")}, len(values)
+    tensors: dict[str, npt.NDArray[Any]] = {}
     rows: set[int] = set()
     for spec in model.inputs:
         what = f"'{field}'" if len(model.inputs) == 1 else f"'{field}' for {spec.name!r}"

@@ -7,15 +7,18 @@ are checked against the model's signature: names, datatypes and shapes.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy.typing as npt
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from . import __version__, binary_http, openapi, payloads
 from .answer import Answer
-from .batching import DynamicBatcher, Reservation
+from .batching import DynamicBatcher, Inputs, Reservation
+from .deferred import DEFERRABLE, DeferredTensor
 from .errors import InvalidInputError, InvalidRequestError, ModelNotFoundError
 from .model import ServedModel, Tensors
 from .state import ServingState
@@ -309,7 +312,7 @@ class InferCall:
             model, batcher, batcher.reserve(declared), binary_header, state.settings.max_body_bytes
         )
 
-    def decode(self, body: bytes) -> tuple[Tensors, int]:
+    def decode(self, body: bytes) -> tuple[Inputs, int]:
         """The request's tensors and batch size (releases nothing: the caller does)."""
         declared = self.binary_header
         if declared is None:
@@ -357,11 +360,11 @@ def _check_envelope(payload: dict[str, Any]) -> None:
         raise InvalidRequestError("'parameters' must be an object")
 
 
-def _decode_inputs(model: ServedModel, inputs: Any, limits: _Limits) -> tuple[Tensors, int]:
+def _decode_inputs(model: ServedModel, inputs: Any, limits: _Limits) -> tuple[Inputs, int]:
     if not isinstance(inputs, list) or not inputs:
         raise InvalidRequestError("'inputs' must be a non-empty array of tensors")
     specs = {spec.name: spec for spec in model.inputs}
-    tensors: Tensors = {}
+    tensors: dict[str, npt.NDArray[Any] | DeferredTensor] = {}
     rows: set[int] = set()
     for index, tensor in enumerate(inputs):
         if not isinstance(tensor, dict):
@@ -389,18 +392,39 @@ def _decode_inputs(model: ServedModel, inputs: Any, limits: _Limits) -> tuple[Te
         what = f"input {name!r}"
         # Everything the shape says is checked before the data is converted.
         shape = payloads.declared_shape(shape, spec, what, limits.max_elements)
-        array = payloads.to_array(
-            tensor["data"], spec, what, booleans_possible=limits.booleans_possible
-        )
-        array = payloads.reshaped(array, shape, what)
+        data = tensor["data"]
         rows.add(shape[0])
-        tensors[name] = array
+        if _deferrable(data, spec.datatype, shape, limits, len(inputs)):
+            row_size = math.prod(shape[1:])
+            # Converted with the rest of its batch (deferred.py): a flat list of the
+            # declared size; anything else in it fails there and is converted alone.
+            tensors[name] = DeferredTensor(
+                data, shape[0], spec, what, row_size=row_size, tail=tuple(shape[1:])
+            )
+            continue
+        array = payloads.to_array(data, spec, what, booleans_possible=limits.booleans_possible)
+        tensors[name] = payloads.reshaped(array, shape, what)
     absent = sorted(set(specs) - set(tensors))
     if absent:
         raise InvalidInputError(f"missing model inputs: {', '.join(absent)}")
     if len(rows) != 1:
         raise InvalidInputError(f"inputs disagree on the batch size: {sorted(rows)}")
     return tensors, rows.pop()
+
+
+def _deferrable(
+    data: Any, datatype: str, shape: list[int], limits: _Limits, tensor_count: int
+) -> bool:
+    """Whether a tensor's conversion can wait for its batch (:mod:`.deferred`)."""
+    return (
+        tensor_count == 1
+        and not limits.booleans_possible
+        and datatype in DEFERRABLE
+        and type(data) is list
+        and len(data) == math.prod(shape)
+        and len(data) > 0
+        and type(data[0]) in (int, float)
+    )
 
 
 _ALL_OUTPUTS = object()

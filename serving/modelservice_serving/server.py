@@ -148,12 +148,8 @@ def start_metrics_server(settings: ServeSettings, state: ServingState) -> Callab
     Its own port lets a NetworkPolicy admit the scraper there and nothing else, and keeps
     the metrics out of the inference port's auth.
     """
-    metrics = state.metrics
-    metrics.queue_depth.set_function(
-        lambda: state.batcher.queued_rows if state.batcher is not None else 0
-    )
     httpd, thread = prometheus_client.start_http_server(
-        settings.metrics_port, settings.host, registry=metrics.registry
+        settings.metrics_port, settings.host, registry=state.metrics.registry
     )
 
     def stop() -> None:

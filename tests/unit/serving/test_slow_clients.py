@@ -106,6 +106,30 @@ def test_head_and_body_deadlines(server_factory: ServerFactory) -> None:
         assert 'reason="body_timeout"} 1.0' in refused
 
 
+def test_deadlines_move_with_each_request_and_keep_alive_closes_an_idle_connection(
+    server_factory: ServerFactory,
+) -> None:
+    """One connection answered again and again for longer than any single deadline: each
+    request gets fresh head and body deadlines (the guard moves one lazy timer), and the
+    connection is closed once it idles past the keep-alive timeout."""
+    with (
+        server_factory(
+            header_timeout_s=0.4, body_timeout_s=0.4, keep_alive_timeout_s=0.6
+        ) as server,
+        socket.create_connection(_address(server.url)) as sock,
+    ):
+        sock.settimeout(5)
+        started = time.monotonic()
+        for _ in range(8):  # 8 x 0.25 s: past every deadline, never past one per request
+            sock.sendall(REQUEST)
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+            time.sleep(0.25)
+        assert time.monotonic() - started > 1.6
+        idle_since = time.monotonic()
+        assert _read_all(sock, 5) == b""  # closed without a word
+        assert 0.2 < time.monotonic() - idle_since < 3
+
+
 def test_in_flight_cap_sheds_before_the_body_and_spares_probes(
     server_factory: ServerFactory,
 ) -> None:
