@@ -347,10 +347,18 @@ class Kube:
             return None
         return text
 
-    async def event(self, owner: dict[str, Any], type_: str, reason: str, message: str) -> None:
-        """Record a core/v1 Event about ``owner`` (a ModelService)."""
+    async def event(
+        self,
+        owner: dict[str, Any],
+        type_: str,
+        reason: str,
+        message: str,
+        at: datetime | None = None,
+    ) -> None:
+        """Record a core/v1 Event about ``owner`` (a ModelService), that happened ``at``
+        (default: now)."""
         meta = owner["metadata"]
-        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        now = (at or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
         body = {
             "apiVersion": "v1",
             "kind": "Event",

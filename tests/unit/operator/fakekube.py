@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+from datetime import datetime
 from typing import Any
 
 from modelservice_operator.kube import ApiError
@@ -134,7 +135,14 @@ class FakeKube:
     async def pod_log(self, namespace: str, name: str, tail: int) -> str | None:
         return self.logs.get(name)
 
-    async def event(self, owner: dict[str, Any], type_: str, reason: str, message: str) -> None:
+    async def event(
+        self,
+        owner: dict[str, Any],
+        type_: str,
+        reason: str,
+        message: str,
+        at: datetime | None = None,
+    ) -> None:
         self.events.append((type_, reason, message))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -21,14 +22,23 @@ class SlowPoster:
         self.fail = fail
         self.posted: list[tuple[str, str, str]] = []
         self.owners: list[dict[str, Any]] = []
+        self.stamps: list[datetime | None] = []
 
-    async def event(self, owner: dict[str, Any], type_: str, reason: str, message: str) -> None:
+    async def event(
+        self,
+        owner: dict[str, Any],
+        type_: str,
+        reason: str,
+        message: str,
+        at: datetime | None = None,
+    ) -> None:
         await asyncio.sleep(self.delay_s)
         if self.fail:
             self.fail -= 1
             raise RuntimeError("API down")
         self.posted.append((type_, reason, message))
         self.owners.append(owner)
+        self.stamps.append(at)
 
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> str:
         return f"{namespace}/{name}"
@@ -81,9 +91,34 @@ async def test_a_failed_post_does_not_stop_the_next_ones() -> None:
     assert [p[1] for p in poster.posted] == ["Second"]
 
 
+async def test_objects_post_in_parallel_each_in_order_stamped_when_emitted() -> None:
+    poster = SlowPoster(delay_s=0.2)
+    sink = EventSink(poster, posters=4)
+    sink.start()
+    loop = asyncio.get_running_loop()
+    emitted = datetime.now(UTC)
+    started = loop.time()
+    names = [f"ms-{index}" for index in range(16)]
+    for name in names:
+        for reason in ("TrainingStarted", "Promoted"):
+            sink.emit(_ms(name), "Normal", reason, name)
+    await sink.stop(drain_s=10)
+    elapsed = loop.time() - started
+    assert len(poster.posted) == 32
+    # One poster would take 6.4 s; four share the objects (4 of the 16 each here).
+    assert elapsed < 3.5, elapsed
+    for name in names:
+        assert [reason for _, reason, said in poster.posted if said == name] == [
+            "TrainingStarted",
+            "Promoted",
+        ]
+    # Stamped when emitted, not when posted (the last ones were posted seconds later).
+    assert all(at is not None and (at - emitted).total_seconds() < 0.5 for at in poster.stamps)
+
+
 async def test_a_full_queue_drops_new_events(caplog: pytest.LogCaptureFixture) -> None:
     poster = SlowPoster(delay_s=10)
-    sink = EventSink(poster, limit=2)  # not started: nothing drains
+    sink = EventSink(poster, limit=2, posters=1)  # not started: nothing drains
     with caplog.at_level(logging.WARNING, logger="modelservice_operator.events"):
         for index in range(205):
             sink.emit(_ms("a"), "Normal", f"R{index}", "m")
