@@ -12,7 +12,8 @@ reaches the model unchecked.
 
 Deferred only where no per-value scan is needed: a float datatype (integers need range
 checks per request) and a body without a ``true``/``false`` literal (NumPy would take
-booleans mixed into numbers as 1 and 0).
+booleans mixed into numbers as 1 and 0). Raw little-endian bytes (gRPC's
+``raw_input_contents``) are deferred too: the batch joins them and reads one array.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from . import payloads
+from . import binary, payloads
 from .model import DATATYPES, TensorSpec
 
 DEFERRABLE = frozenset({"FP16", "FP32", "FP64"})
@@ -35,14 +36,15 @@ class DeferredTensor:
     """One input of one request: parsed, its row count known, not yet an array.
 
     ``values`` is a list of rows (V1: ``instances`` or columnar ``inputs``), or, when
-    ``row_size`` is set, the flat values of a V2 tensor of shape ``[rows, *tail]``.
+    ``row_size`` is set, the flat values of a V2 tensor of shape ``[rows, *tail]``, or
+    their raw little-endian bytes (``row_size`` then counts bytes).
     """
 
     __slots__ = ("row_size", "rows", "spec", "tail", "values", "what")
 
     def __init__(
         self,
-        values: list[Any],
+        values: list[Any] | bytes,
         rows: int,
         spec: TensorSpec,
         what: str,
@@ -57,7 +59,7 @@ class DeferredTensor:
         self.row_size = row_size
         self.tail = tail
 
-    def rows_of(self, start: int, stop: int) -> list[Any]:
+    def rows_of(self, start: int, stop: int) -> list[Any] | bytes:
         """The values of rows ``[start, stop)``, in this tensor's layout."""
         size = self.row_size
         if size is None:
@@ -67,6 +69,9 @@ class DeferredTensor:
     def array(self) -> Array:
         """This request's values alone, converted and checked as the eager path does (its
         4xx if they are wrong)."""
+        if isinstance(self.values, bytes):
+            shape = (self.rows, *self.tail)
+            return binary.from_bytes(self.values, self.spec, shape, self.what)
         array = payloads.to_array(self.values, self.spec, self.what, booleans_possible=False)
         if self.row_size is None:
             payloads.check_shape(array, self.spec, self.what)
@@ -78,14 +83,20 @@ def merged_array(parts: list[tuple[DeferredTensor, int, int]]) -> Array | None:
     """Rows ``[start, stop)`` of each tensor, one array in order; None when the merged
     values fail a check (or the parts are not laid out alike): then convert each alone."""
     first = parts[0][0]
-    layout = (first.row_size, first.tail, first.spec)
-    values: list[Any] = []
+    in_bytes = isinstance(first.values, bytes)
+    layout = (first.row_size, first.tail, first.spec, in_bytes)
+    pieces = []
     rows = 0
     for tensor, start, stop in parts:
-        if (tensor.row_size, tensor.tail, tensor.spec) != layout:
+        if (tensor.row_size, tensor.tail, tensor.spec, isinstance(tensor.values, bytes)) != layout:
             return None
-        values += tensor.rows_of(start, stop)
+        pieces.append(tensor.rows_of(start, stop))
         rows += stop - start
+    if in_bytes:
+        return _merged_bytes(first, pieces, rows)  # type: ignore[arg-type]  # bytes, by layout
+    values: list[Any] = []
+    for piece in pieces:
+        values += piece
     try:
         raw = np.asarray(values)
     except (ValueError, TypeError, OverflowError):  # ragged, or nested past 64 dims
@@ -108,4 +119,13 @@ def merged_array(parts: list[tuple[DeferredTensor, int, int]]) -> Array | None:
     for got, want in zip(shape[1:], expected[1:], strict=True):
         if want != -1 and got != want:
             return None
+    return array
+
+
+def _merged_bytes(first: DeferredTensor, pieces: list[bytes], rows: int) -> Array | None:
+    """Raw rows joined and read as one array (sizes were checked per request)."""
+    dtype = binary.WIRE_DTYPES[first.spec.datatype]
+    array = np.frombuffer(b"".join(pieces), dtype).reshape(rows, *first.tail)
+    if not np.isfinite(array).all():
+        return None
     return array

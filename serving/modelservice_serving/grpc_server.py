@@ -1,7 +1,8 @@
 """The gRPC listener beside the HTTP one, on ``--grpc-port``, in the same event loop.
 
 It serves the Open Inference Protocol (:mod:`.protocol_grpc`) and gRPC health checking
-(:mod:`.health_grpc`, for ``grpc`` probes).
+(:mod:`.health_grpc`, for ``grpc`` probes), with the event loop's own HTTP/2 server
+(:mod:`.grpc_loop`, the default) or grpcio's (``--grpc-server grpcio``).
 
 The app's lifespan starts it before the model loads (so ServerLive answers at once) and
 stops it on shutdown before the batcher drains: in-flight RPCs finish within the graceful
@@ -17,6 +18,7 @@ import grpc
 from . import health_grpc, protocol_grpc
 from .access import read_token
 from .access_grpc import BearerTokenInterceptor
+from .grpc_loop import GrpcLoopServer
 from .state import ServingState
 
 log = logging.getLogger(__name__)
@@ -28,10 +30,23 @@ class GrpcListener:
     def __init__(self, state: ServingState) -> None:
         self.state = state
         self._server: grpc.aio.Server | None = None
+        self._loop_server: GrpcLoopServer | None = None
 
     async def start(self) -> int:
         """Binds and starts; returns the bound port (``--grpc-port=0`` picks a free one)."""
         settings = self.state.settings
+        if settings.grpc_server == "loop":
+            token = read_token(settings.auth_token_file) if settings.auth_token_file else None
+            self._loop_server = GrpcLoopServer(self.state, token)
+            try:
+                port = await self._loop_server.start(settings.host, settings.grpc_port)
+            except OSError as exc:  # as grpcio says it: the port is taken (or not ours)
+                raise RuntimeError(
+                    f"cannot listen for gRPC on {settings.host}:{settings.grpc_port}: {exc}"
+                ) from exc
+            self.state.grpc_port = port
+            log.info("grpc listening", extra={"port": port, "server": "loop"})
+            return port
         interceptors = []
         if settings.auth_token_file is not None:  # the same token as the HTTP side
             interceptors.append(BearerTokenInterceptor(read_token(settings.auth_token_file)))
@@ -68,6 +83,9 @@ class GrpcListener:
 
     async def stop(self, grace_s: float) -> None:
         """Refuses new RPCs and lets running ones finish for up to ``grace_s``."""
+        if self._loop_server is not None:
+            await self._loop_server.stop(grace_s)
+            self._loop_server = None
         if self._server is not None:
             await self._server.stop(grace_s)
             self._server = None

@@ -19,8 +19,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
+import numpy.typing as npt
 
 from . import __version__, binary, payloads
+from .batching import DynamicBatcher, Inputs
+from .deferred import DEFERRABLE, DeferredTensor
 from .errors import InvalidInputError, InvalidRequestError, ModelNotFoundError, ServingError
 from .model import ServedModel, Tensors
 from .oip import grpc_predict_v2_pb2 as pb
@@ -137,20 +140,52 @@ async def model_metadata(
 
 
 async def model_infer(state: ServingState, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
-    model = _model(state, request.model_name, request.model_version)
-    batcher = state.batcher
-    assert batcher is not None  # loaded_model checked it
-    inputs, rows = decode_inputs(model, request)
-    wanted = requested_outputs(model, request)
-    outputs = await batcher.submit(inputs, rows)
-    response = pb.ModelInferResponse(
-        model_name=model.name, model_version=model.version, id=request.id
-    )
-    for name, datatype in wanted:
-        value = outputs[name]
-        response.outputs.add(name=name, datatype=datatype, shape=value.shape)
-        response.raw_output_contents.append(binary.to_bytes(value, datatype))
-    return response
+    call = InferCall.admit(state, request)
+    return call.response(await call.batcher.submit(call.inputs, call.rows))
+
+
+class InferCall:
+    """One ModelInfer request from admission to response, without any I/O: the handler
+    above and the event loop server's own path (:mod:`.grpc_loop`) run the same steps."""
+
+    __slots__ = ("batcher", "inputs", "model", "request_id", "rows", "wanted")
+
+    def __init__(
+        self,
+        model: ServedModel,
+        batcher: DynamicBatcher,
+        inputs: Inputs,
+        rows: int,
+        wanted: list[tuple[str, str]],
+        request_id: str,
+    ) -> None:
+        self.model = model
+        self.batcher = batcher
+        self.inputs = inputs
+        self.rows = rows
+        self.wanted = wanted
+        self.request_id = request_id
+
+    @classmethod
+    def admit(cls, state: ServingState, request: pb.ModelInferRequest) -> InferCall:
+        """The request checked against the model and decoded (its 4xx-like errors raised)."""
+        model = _model(state, request.model_name, request.model_version)
+        batcher = state.batcher
+        assert batcher is not None  # loaded_model checked it
+        inputs, rows = decode_inputs(model, request)
+        wanted = requested_outputs(model, request)
+        return cls(model, batcher, inputs, rows, wanted, request.id)
+
+    def response(self, outputs: Tensors) -> pb.ModelInferResponse:
+        model = self.model
+        response = pb.ModelInferResponse(
+            model_name=model.name, model_version=model.version, id=self.request_id
+        )
+        for name, datatype in self.wanted:
+            value = outputs[name]
+            response.outputs.add(name=name, datatype=datatype, shape=value.shape)
+            response.raw_output_contents.append(binary.to_bytes(value, datatype))
+        return response
 
 
 async def model_stream_infer(
@@ -202,7 +237,7 @@ async def model_stream_infer(
             task.cancel()
 
 
-def decode_inputs(model: ServedModel, request: pb.ModelInferRequest) -> tuple[Tensors, int]:
+def decode_inputs(model: ServedModel, request: pb.ModelInferRequest) -> tuple[Inputs, int]:
     """The request's tensors as arrays checked against the signature, and their rows."""
     if not request.inputs:
         raise InvalidRequestError("the request has no inputs")
@@ -212,7 +247,7 @@ def decode_inputs(model: ServedModel, request: pb.ModelInferRequest) -> tuple[Te
             f"raw_input_contents has {len(raw)} entries for {len(request.inputs)} inputs"
         )
     specs = {spec.name: spec for spec in model.inputs}
-    tensors: Tensors = {}
+    tensors: dict[str, npt.NDArray[Any] | DeferredTensor] = {}
     rows: set[int] = set()
     for index, tensor in enumerate(request.inputs):
         spec = specs.get(tensor.name)
@@ -231,7 +266,20 @@ def decode_inputs(model: ServedModel, request: pb.ModelInferRequest) -> tuple[Te
         if raw:
             if tensor.HasField("contents"):
                 raise InvalidRequestError(f"{what} has contents beside raw_input_contents")
-            array = binary.from_bytes(raw[index], spec, shape, what)
+            data = raw[index]
+            row_bytes = math.prod(shape[1:]) * binary.wire_dtype(spec, what).itemsize
+            if (
+                len(request.inputs) == 1
+                and spec.datatype in DEFERRABLE
+                and (len(data) == shape[0] * row_bytes)
+            ):
+                # Read with the rest of its batch (deferred.py); the size is checked here.
+                tensors[spec.name] = DeferredTensor(
+                    data, shape[0], spec, what, row_size=row_bytes, tail=shape[1:]
+                )
+                rows.add(shape[0])
+                continue
+            array = binary.from_bytes(data, spec, shape, what)
         else:
             values = _contents(tensor, spec.datatype, shape, what)
             array = payloads.to_array(values, spec, what).reshape(shape)

@@ -151,6 +151,11 @@ class ServeSettings(_Settings):
     max_in_flight: int = Field(
         256, ge=1, description="requests being read or answered; beyond that 503 at once"
     )
+    grpc_server: Literal["loop", "grpcio"] = Field(
+        "loop",
+        description="what serves gRPC: this server's event loop (HTTP/2 in Python, several "
+        "times cheaper per call) or grpcio's own server",
+    )
     grpc_max_in_flight: int = Field(
         256,
         ge=1,

@@ -55,6 +55,12 @@ def infer_request(model: str) -> bytes:
     return _field(1, model.encode()) + _field(5, tensor) + _field(7, raw)
 
 
+def grpc_message(model: str) -> bytes:
+    """:func:`infer_request` as a gRPC message on the wire: uncompressed, length-prefixed."""
+    request = infer_request(model)
+    return b"\x00" + len(request).to_bytes(4, "big") + request
+
+
 async def run(
     target: str, model: str, seconds: float, connections: int, channels: int, streaming: bool
 ) -> dict:

@@ -2,7 +2,8 @@
 
 The protocol tests use the server's own message classes over a ``grpc.aio`` channel; the
 client tests run tritonclient's and KServe's gRPC clients in a process of their own
-(``oip_grpc_clients.py``: they define the same protobuf messages as the server).
+(``oip_grpc_clients.py``: they define the same protobuf messages as the server). Every
+test runs against both gRPC servers: the event loop's own (the default) and grpcio's.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +30,18 @@ from sklearn.datasets import load_digits
 
 from modelservice_serving import protocol_grpc
 from modelservice_serving.grpc_server import GrpcListener
+from modelservice_serving.model import ServedModel
 from modelservice_serving.oip import grpc_predict_v2_pb2 as pb
 from modelservice_serving.settings import ServeSettings
 
-from .conftest import MODEL_NAME, RunningServer, ServerFactory, serving_env
+from .conftest import (
+    MODEL_NAME,
+    RunningServer,
+    ServerFactory,
+    TrainedModel,
+    running_server,
+    serving_env,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -67,6 +76,31 @@ class Stub:
     async def infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
         response: pb.ModelInferResponse = await self("ModelInfer", request, pb.ModelInferResponse)
         return response
+
+
+@pytest.fixture(params=["loop", "grpcio"])
+def grpc_server(request: pytest.FixtureRequest) -> str:
+    """Which gRPC server the test's servers run (``--grpc-server``)."""
+    server: str = request.param
+    return server
+
+
+@pytest.fixture
+def server_factory(
+    served_model: ServedModel, trained_model: TrainedModel, grpc_server: str
+) -> ServerFactory:
+    def factory(**overrides: Any) -> Any:
+        return running_server(
+            served_model, trained_model.model_dir, **{"grpc_server": grpc_server, **overrides}
+        )
+
+    return factory
+
+
+@pytest.fixture
+def default_server(server_factory: ServerFactory) -> Iterator[RunningServer]:
+    with server_factory() as server:
+        yield server
 
 
 async def _stub(server: RunningServer) -> AsyncIterator[Stub]:
@@ -337,14 +371,19 @@ async def test_kserve_grpc_client_works_unchanged(default_server: RunningServer)
     np.testing.assert_allclose(result["typed_outputs"], expected, rtol=1e-5)
 
 
-async def test_a_taken_port_fails_instead_of_sharing_it(default_server: RunningServer) -> None:
+async def test_a_taken_port_fails_instead_of_sharing_it(
+    default_server: RunningServer, grpc_server: str
+) -> None:
     # grpcio would otherwise bind with SO_REUSEPORT and split traffic with the other process.
     with socket.socket() as taken:
         taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         settings = ServeSettings(
-            model_dir=Path("/nonexistent"), host="127.0.0.1", grpc_port=taken.getsockname()[1]
+            model_dir=Path("/nonexistent"),
+            host="127.0.0.1",
+            grpc_port=taken.getsockname()[1],
+            grpc_server=grpc_server,
         )
         listener = GrpcListener(type(default_server.state)(settings, default_server.state.metrics))
         with pytest.raises(RuntimeError):

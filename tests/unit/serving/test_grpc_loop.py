@@ -1,0 +1,206 @@
+"""The event loop's gRPC server (``grpc_loop.py``) sent what grpcio clients never send.
+
+A plain HTTP/2 client (``h2``) on a raw socket: a wrong content type, an unknown method, a
+call cancelled before its request ended, a PING, a request split over many frames, and a
+connection that is not HTTP/2 at all. After each the server still answers.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import h2.config
+import h2.connection
+import h2.events
+import numpy as np
+import pytest
+
+from modelservice_serving.oip import grpc_predict_v2_pb2 as pb
+
+from .conftest import MODEL_NAME, RunningServer, ServerFactory
+
+pytestmark = pytest.mark.unit
+
+INFER = "/inference.GRPCInferenceService/ModelInfer"
+
+
+def _message(rows: int = 1) -> bytes:
+    request = pb.ModelInferRequest(model_name=MODEL_NAME, id="q")
+    request.inputs.add(name="inputs", datatype="FP32", shape=[rows, 64])
+    request.raw_input_contents.append(np.full((rows, 64), 0.5, "<f4").tobytes())
+    body = request.SerializeToString()
+    return b"\x00" + len(body).to_bytes(4, "big") + body
+
+
+class Client:
+    """One HTTP/2 connection to the gRPC port, driven by hand."""
+
+    def __init__(self, server: RunningServer) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", server.state.grpc_port), timeout=10)
+        self.h2 = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        self.h2.initiate_connection()
+        self._send()
+        self.events: list[Any] = []
+
+    def _send(self) -> None:
+        self.sock.sendall(self.h2.data_to_send())
+
+    def start(self, path: str = INFER, content_type: str = "application/grpc") -> int:
+        stream: int = self.h2.get_next_available_stream_id()
+        headers = [
+            (":method", "POST"),
+            (":scheme", "http"),
+            (":path", path),
+            (":authority", "test"),
+            ("content-type", content_type),
+            ("te", "trailers"),
+        ]
+        self.h2.send_headers(stream, headers)
+        self._send()
+        return stream
+
+    def send(self, stream: int, data: bytes, end: bool = True) -> None:
+        while data:  # within the peer's window and frame size, as h2 requires
+            size = min(len(data), self.h2.local_flow_control_window(stream), 16_384)
+            if size == 0:
+                self.read_until(lambda: self.h2.local_flow_control_window(stream) > 0)
+                continue
+            self.h2.send_data(stream, data[:size], end_stream=end and size == len(data))
+            data = data[size:]
+            self._send()
+
+    def read_until(self, done: Any, timeout: float = 10) -> None:
+        deadline = time.monotonic() + timeout
+        while not done():
+            assert time.monotonic() < deadline, self.events
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                self.events.append("closed")
+                return
+            for event in self.h2.receive_data(chunk):
+                self.events.append(event)
+                if isinstance(event, h2.events.DataReceived):
+                    self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            self._send()
+
+    def ended(self, stream: int) -> dict[bytes, bytes]:
+        """The stream's response headers and trailers, once it has ended."""
+
+        def finished() -> bool:
+            return any(
+                isinstance(event, h2.events.StreamEnded | h2.events.StreamReset)
+                and event.stream_id == stream
+                for event in self.events
+            )
+
+        self.read_until(finished)
+        fields: dict[bytes, bytes] = {}
+        for event in self.events:
+            answer = h2.events.ResponseReceived | h2.events.TrailersReceived
+            if isinstance(event, answer) and event.stream_id == stream:
+                fields.update(dict(event.headers))
+        return fields
+
+    def data(self, stream: int) -> bytes:
+        return b"".join(
+            event.data
+            for event in self.events
+            if isinstance(event, h2.events.DataReceived) and event.stream_id == stream
+        )
+
+
+@pytest.fixture
+def client(default_server: RunningServer) -> Iterator[Client]:
+    connection = Client(default_server)
+    yield connection
+    connection.sock.close()
+
+
+def test_a_call_split_over_many_frames_is_answered(client: Client) -> None:
+    message = _message(rows=300)  # 77 KB: five DATA frames and more than the first window
+    stream = client.start()
+    client.send(stream, message[:3], end=False)  # even the 5-byte prefix comes in pieces
+    client.send(stream, message[3:])
+    fields = client.ended(stream)
+    assert fields[b":status"] == b"200"
+    assert fields[b"grpc-status"] == b"0"
+    body = client.data(stream)
+    response = pb.ModelInferResponse.FromString(body[5:])
+    assert list(response.outputs[0].shape) == [300, 10]
+    assert response.id == "q"
+
+
+def test_wrong_content_type_unknown_method_and_bad_messages(client: Client) -> None:
+    plain = client.start(content_type="text/plain")
+    client.send(plain, b"hello")
+    assert client.ended(plain)[b":status"] == b"415"
+    unknown = client.start(path="/inference.GRPCInferenceService/Nothing")
+    client.send(unknown, _message())
+    fields = client.ended(unknown)
+    assert fields[b"grpc-status"] == str(grpc.StatusCode.UNIMPLEMENTED.value[0]).encode()
+    garbage = client.start()
+    client.send(garbage, b"\x00\x00\x00\x00\x03\xff\xff\xff")  # not a ModelInferRequest
+    assert client.ended(garbage)[b"grpc-status"] == b"13"  # INTERNAL, as grpcio answers
+    compressed = client.start()
+    client.send(compressed, b"\x01" + _message()[1:])
+    assert client.ended(compressed)[b"grpc-status"] == b"12"
+    wrong_shape = client.start()
+    request = pb.ModelInferRequest(model_name=MODEL_NAME)
+    request.inputs.add(name="inputs", datatype="FP32", shape=[1, 63])
+    request.raw_input_contents.append(b"\x00" * 252)
+    body = request.SerializeToString()
+    client.send(wrong_shape, b"\x00" + len(body).to_bytes(4, "big") + body)
+    fields = client.ended(wrong_shape)
+    assert fields[b"grpc-status"] == b"3"  # INVALID_ARGUMENT
+    assert b"expects" in fields[b"grpc-message"]
+    # And the connection still serves.
+    good = client.start()
+    client.send(good, _message())
+    assert client.ended(good)[b"grpc-status"] == b"0"
+
+
+def test_a_cancelled_call_and_a_ping_leave_the_connection_serving(
+    server_factory: ServerFactory,
+) -> None:
+    # A long batching window: the first call is queued when its client cancels it.
+    with server_factory(max_batch_size=64, max_latency_ms=500) as server:
+        client = Client(server)
+        try:
+            cancelled = client.start()
+            client.send(cancelled, _message())
+            client.h2.reset_stream(cancelled)
+            client.h2.ping(b"12345678")
+            client._send()
+            client.read_until(
+                lambda: any(isinstance(e, h2.events.PingAckReceived) for e in client.events)
+            )
+            time.sleep(0.7)  # its batch ran (or not) while the call was gone
+            good = client.start()
+            client.send(good, _message())
+            assert client.ended(good)[b"grpc-status"] == b"0"
+            assert server.state.batcher is not None
+            assert server.state.batcher.queued_rows == 0
+            assert sum(server.counter.batches) == 1  # the cancelled call's row never ran
+        finally:
+            client.sock.close()
+
+
+def test_a_connection_that_is_not_http2_is_closed(default_server: RunningServer) -> None:
+    with socket.create_connection(("127.0.0.1", default_server.state.grpc_port)) as sock:
+        sock.settimeout(5)
+        sock.sendall(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+        assert b"HTTP/1.1" not in received  # only our SETTINGS, then the close
+    client = Client(default_server)
+    try:
+        good = client.start()
+        client.send(good, _message())
+        assert client.ended(good)[b"grpc-status"] == b"0"
+    finally:
+        client.sock.close()
