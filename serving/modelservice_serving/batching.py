@@ -31,7 +31,6 @@ import statistics
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
 import numpy as np
@@ -67,15 +66,19 @@ class Waiter(Protocol):
     def set_exception(self, exception: BaseException, /) -> None: ...
 
 
-@dataclass(eq=False)
 class _Pending:
-    inputs: Inputs
-    rows: int
-    enqueued: float
-    future: Waiter = field(repr=False)
-    taken: int = 0  # rows handed to batches so far
-    pieces: list[Tensors] = field(default_factory=list, repr=False)
-    answered: int = 0  # rows whose outputs came back
+    """One request in the queue (a plain slotted class: one is made per request)."""
+
+    __slots__ = ("answered", "enqueued", "future", "inputs", "pieces", "rows", "taken")
+
+    def __init__(self, inputs: Inputs, rows: int, enqueued: float, future: Waiter) -> None:
+        self.inputs = inputs
+        self.rows = rows
+        self.enqueued = enqueued
+        self.future = future
+        self.taken = 0  # rows handed to batches so far
+        self.pieces: list[Tensors] = []
+        self.answered = 0  # rows whose outputs came back
 
     @property
     def remaining(self) -> int:
@@ -342,14 +345,15 @@ def _converted(batch: list[_Slice]) -> tuple[Tensors | None, list[_Slice]]:
     request with deferred inputs is converted on its own (its arrays replace them, for its
     later slices too) and one that fails gets its 4xx; the slices still to run are returned.
     """
-    deferred = [
-        piece
-        for piece in batch
-        if any(isinstance(value, DeferredTensor) for value in piece.pending.inputs.values())
-    ]
+    deferred = 0
+    for piece in batch:
+        for given in piece.pending.inputs.values():
+            if type(given) is DeferredTensor:
+                deferred += 1
+                break
     if not deferred:
         return None, batch
-    if len(deferred) == len(batch):
+    if deferred == len(batch):
         names = batch[0].pending.inputs.keys()
         merged: Tensors = {}
         for name in names:

@@ -162,6 +162,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 f"{self.limits.max_in_flight}); retry later"
             )
             try:
+                self._prepare_asgi()
                 super().on_headers_complete()
             finally:
                 self.app = app
@@ -172,7 +173,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def _start_request(self, path: bytes) -> None:
         """Starts a request the limits admitted: uvicorn's ASGI cycle (subclasses may
         answer some paths themselves)."""
+        self._prepare_asgi()
         super().on_headers_complete()
+
+    def _prepare_asgi(self) -> None:
+        """Whatever uvicorn's cycle needs that a subclass put off (nothing here)."""
 
     def _requests_in_flight(self) -> int:
         """Requests being read or answered, on all connections: uvicorn's ASGI tasks."""

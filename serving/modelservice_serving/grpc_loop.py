@@ -32,6 +32,7 @@ from collections.abc import AsyncIterator, Iterable
 from typing import Any, NoReturn
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from . import health_grpc, http2, protocol_grpc
 from .access_grpc import EXEMPT_METHODS
@@ -51,6 +52,7 @@ _HEAD = (
     http2.STATUS_200 + http2.GRPC_CONTENT_TYPE + http2.literal(b"grpc-accept-encoding", b"identity")
 )
 _OK = http2.literal(b"grpc-status", b"0")
+_UNPARSEABLE = "the request message is not a valid protobuf message of the method's type"
 
 
 class _AbortError(Exception):
@@ -470,12 +472,12 @@ class GrpcConnection(asyncio.Protocol):
                 try:
                     call.requests.put_nowait(call.handler.request_deserializer(message))
                 except Exception:
-                    self.finish(call, grpc.StatusCode.INTERNAL, "cannot parse the request")
+                    self.finish(call, grpc.StatusCode.INVALID_ARGUMENT, _UNPARSEABLE)
                     return
             elif call.message is None:
                 call.message = message
             else:
-                self.finish(call, grpc.StatusCode.UNIMPLEMENTED, "more than one request message")
+                self.finish(call, grpc.StatusCode.INVALID_ARGUMENT, "more than one request message")
                 return
 
     def _end_of_request(self, call: _Call) -> None:
@@ -486,7 +488,9 @@ class GrpcConnection(asyncio.Protocol):
             return
         message = call.message
         if message is None or call.data:
-            self.finish(call, grpc.StatusCode.INTERNAL, "the request message is missing or cut")
+            self.finish(
+                call, grpc.StatusCode.INVALID_ARGUMENT, "the request message is missing or cut"
+            )
             return
         if call.path == MODEL_INFER:
             self._model_infer(call, message)
@@ -496,7 +500,11 @@ class GrpcConnection(asyncio.Protocol):
     def _model_infer(self, call: _Call, message: bytes) -> None:
         state = self.server.state
         try:
-            request = pb.ModelInferRequest.FromString(message)
+            try:
+                request = pb.ModelInferRequest.FromString(message)
+            except DecodeError:
+                self.finish(call, grpc.StatusCode.INVALID_ARGUMENT, _UNPARSEABLE)
+                return
             call.infer = infer = protocol_grpc.InferCall.admit(state, request)
             call.message = None
             infer.batcher.enqueue(infer.inputs, infer.rows, call)
@@ -519,12 +527,9 @@ class GrpcConnection(asyncio.Protocol):
             self.finish(call, protocol_grpc.grpc_status(exc), exc.message, metadata)
         elif isinstance(exc, _AbortError):
             self.finish(call, exc.code, exc.details, exc.metadata)
-        else:
-            if not isinstance(exc, ValueError | TypeError):  # a request protobuf cannot parse
-                log.exception("unexpected error", extra={"rpc": call.path.decode()}, exc_info=exc)
-                self.finish(call, grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
-                return
-            self.finish(call, grpc.StatusCode.INTERNAL, "cannot parse the request")
+        else:  # a bug: logged with its trace
+            log.exception("unexpected error", extra={"rpc": call.path.decode()}, exc_info=exc)
+            self.finish(call, grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
 
     async def _run_unary(self, call: _Call, message: bytes) -> None:
         handler = call.handler
@@ -533,7 +538,7 @@ class GrpcConnection(asyncio.Protocol):
             try:
                 request = handler.request_deserializer(message)
             except Exception:
-                self.finish(call, grpc.StatusCode.INTERNAL, "cannot parse the request")
+                self.finish(call, grpc.StatusCode.INVALID_ARGUMENT, _UNPARSEABLE)
                 return
             response = await handler.unary_unary(request, _Context(call))
             self.respond(call, handler.response_serializer(response))

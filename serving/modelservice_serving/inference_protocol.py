@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from . import protocol_v1, protocol_v2
 from .answer import JSON, Answer
@@ -116,6 +116,20 @@ class InferenceProtocol(GuardedHttpToolsProtocol):
         return super()._requests_in_flight() + self.exchanges[0]
 
     # -- parser callbacks
+    def on_message_begin(self) -> None:
+        """What uvicorn's does but its ASGI scope, made only for a request that goes to the
+        app (:meth:`_start_request`): most requests here never need one."""
+        self.url = b""
+        self.expect_100_continue = False
+        self.headers = []
+
+    def _prepare_asgi(self) -> None:
+        """uvicorn's own scope, with what the parser gathered since the message began."""
+        url, gathered, expect = self.url, self.headers, self.expect_100_continue
+        HttpToolsProtocol.on_message_begin(self)
+        self.url, self.expect_100_continue = url, expect
+        self.headers = self.scope["headers"] = gathered
+
     def _start_request(self, path: bytes) -> None:
         route = self._inference_route(path)
         if route is None:
