@@ -146,6 +146,8 @@ class GrpcLoopServer:
         self.max_in_flight = settings.grpc_max_in_flight
         self.max_message = settings.max_body_bytes
         self.max_header_bytes = settings.max_header_bytes
+        self.preface_timeout_s = settings.header_timeout_s
+        self.max_connections = settings.max_connections
         self.handlers: dict[bytes, Any] = {}  # grpcio method handler records by path
         for service, handlers in (
             (protocol_grpc.SERVICE, protocol_grpc.method_handlers(state)),
@@ -203,11 +205,19 @@ class GrpcConnection(asyncio.Protocol):
         self._peer_max_frame = http2.DEFAULT_MAX_FRAME
         self._send_window = http2.DEFAULT_WINDOW
         self._recv_unacked = 0
+        self._preface_timer: asyncio.TimerHandle | None = None
 
     # -- asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # a stream transport (TCP)
-        self.server.connections.add(self)
+        server = self.server
+        if len(server.connections) >= server.max_connections:
+            transport.close()  # as the HTTP side: no more than --max-connections
+            return
+        server.connections.add(self)
+        # A client must start HTTP/2 within the HTTP side's head deadline: a socket that
+        # says nothing is not held open forever.
+        self._preface_timer = self.loop.call_later(server.preface_timeout_s, self.close)
         settings = {
             http2.SETTINGS_ENABLE_PUSH: 0,
             http2.SETTINGS_INITIAL_WINDOW_SIZE: STREAM_WINDOW,
@@ -219,6 +229,8 @@ class GrpcConnection(asyncio.Protocol):
         )
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._preface_timer is not None:
+            self._preface_timer.cancel()
         self.server.connections.discard(self)
         for call in list(self._calls.values()):
             self._forget(call, cancelled=True)
@@ -237,6 +249,9 @@ class GrpcConnection(asyncio.Protocol):
                     return
                 del buffer[: len(http2.PREFACE)]
                 self._preface = False
+                if self._preface_timer is not None:
+                    self._preface_timer.cancel()
+                    self._preface_timer = None
             self._read_frames()
         except http2.Http2Error as exc:
             log.debug("grpc connection error", extra={"code": exc.code, "error": str(exc)})

@@ -206,3 +206,28 @@ def test_a_connection_that_is_not_http2_is_closed(default_server: RunningServer)
         assert client.ended(good)[b"grpc-status"] == b"0"
     finally:
         client.sock.close()
+
+
+def test_a_silent_connection_is_closed_and_connections_are_capped(
+    server_factory: ServerFactory,
+) -> None:
+    with server_factory(header_timeout_s=0.5, max_connections=2) as server:
+        address = ("127.0.0.1", server.state.grpc_port)
+        with socket.create_connection(address) as silent:
+            silent.settimeout(5)
+            started = time.monotonic()
+            received = b""
+            while chunk := silent.recv(65536):  # our SETTINGS, then the close
+                received += chunk
+            assert 0.4 < time.monotonic() - started < 3
+        first, second = Client(server), Client(server)
+        try:
+            with socket.create_connection(address) as third:  # past the cap: closed at once
+                third.settimeout(5)
+                assert third.recv(65536) == b""
+            call = second.start()
+            second.send(call, _message())
+            assert second.ended(call)[b"grpc-status"] == b"0"
+        finally:
+            first.sock.close()
+            second.sock.close()
