@@ -193,7 +193,7 @@ class GrpcConnection(asyncio.Protocol):
     def __init__(self, server: GrpcLoopServer) -> None:
         self.server = server
         self.transport: asyncio.Transport | None = None
-        self.loop = asyncio.get_event_loop()
+        self.loop = asyncio.get_running_loop()  # made by the loop's server
         self._buffer = bytearray()
         self._preface = True
         self._decoder = http2.HpackDecoder(max_list_size=server.max_header_bytes)
