@@ -36,7 +36,7 @@ from .connections import ConnectionLimits, GuardedHttpToolsProtocol
 from .errors import ClientClosedRequestError, PayloadTooLargeError, answer_for
 from .fastpath import V1_PREDICT, InferenceFastPath, match
 from .model import Tensors
-from .payloads import check_declared
+from .payloads import check_declared, content_length
 
 log = logging.getLogger(__name__)
 
@@ -150,12 +150,7 @@ class InferenceProtocol(GuardedHttpToolsProtocol):
                 return
         self.exchanges[0] += 1
         exchange.started = fast_path.begin()
-        declared_header = headers.get(b"content-length")
-        declared = (
-            int(declared_header)
-            if declared_header is not None and declared_header.isdigit()
-            else None
-        )
+        declared = content_length(headers.get(b"content-length"))
         state = fast_path.state
         try:
             if template == V1_PREDICT:

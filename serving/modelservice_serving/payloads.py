@@ -47,8 +47,12 @@ class Upload(Protocol):
 
 def declared_length(upload: Upload) -> int | None:
     """The body's ``Content-Length``, when it gives one."""
-    declared = upload.header(b"content-length")
-    return int(declared) if declared is not None and declared.isdigit() else None
+    return content_length(upload.header(b"content-length"))
+
+
+def content_length(value: bytes | None) -> int | None:
+    """A ``Content-Length`` header's value as a number; None when absent or not one."""
+    return int(value) if value is not None and value.isdigit() else None
 
 
 def check_declared(declared: int | None, limit: int) -> None:
