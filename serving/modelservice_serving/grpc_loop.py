@@ -17,9 +17,14 @@ the batcher with the call itself as the waiter, and answered (head, message and 
 in one write) from the batcher's callback, as the HTTP inference path is
 (:mod:`.inference_protocol`).
 
+A client's deadline (``grpc-timeout``) is kept by the server too: when it passes, the call
+ends with DEADLINE_EXCEEDED and its queued rows are dropped before the model runs, whether
+or not the client's RST_STREAM arrives. Every call with a known method is counted in
+:class:`.metrics.GrpcStats`, and ModelInfer calls in the in-flight gauge that autoscaling
+reads, as HTTP inference requests are.
+
 Not done: compressed messages (we accept ``identity`` only and say so in
-``grpc-accept-encoding``), server-side deadlines (the client's deadline cancels its call
-with RST_STREAM, which drops its queued rows), server push (gRPC has none).
+``grpc-accept-encoding``), server push (gRPC has none).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import time
 from collections.abc import AsyncIterator, Iterable
 from typing import Any, NoReturn
 
@@ -37,6 +43,7 @@ from google.protobuf.message import DecodeError
 from . import health_grpc, http2, protocol_grpc
 from .access_grpc import EXEMPT_METHODS
 from .errors import ServingError
+from .metrics import GrpcStats
 from .model import Tensors
 from .oip import grpc_predict_v2_pb2 as pb
 from .state import ServingState
@@ -53,6 +60,24 @@ _HEAD = (
 )
 _OK = http2.literal(b"grpc-status", b"0")
 _UNPARSEABLE = "the request message is not a valid protobuf message of the method's type"
+_CANCELLED = grpc.StatusCode.CANCELLED.value[0]
+# grpc-timeout's units (gRPC over HTTP/2: "TimeoutValue TimeoutUnit", at most 8 digits).
+_TIMEOUT_UNITS = {
+    ord("H"): 3600.0,
+    ord("M"): 60.0,
+    ord("S"): 1.0,
+    ord("m"): 1e-3,
+    ord("u"): 1e-6,
+    ord("n"): 1e-9,
+}
+
+
+def timeout_seconds(value: bytes) -> float | None:
+    """The seconds of a ``grpc-timeout`` header, or None when it is malformed."""
+    digits, unit = value[:-1], _TIMEOUT_UNITS.get(value[-1]) if value else None
+    if unit is None or not 1 <= len(digits) <= 8 or not digits.isdigit():
+        return None
+    return int(digits) * unit
 
 
 class _AbortError(Exception):
@@ -69,9 +94,10 @@ class _Call:
     """One HTTP/2 stream carrying one gRPC call; the batcher's waiter for ModelInfer."""
 
     __slots__ = (
-        "answered", "cancelled", "connection", "counted", "data", "ended", "handler",
-        "headers", "headers_sent", "id", "infer", "message", "path", "pending",
-        "recv_unacked", "requests", "send_window", "task", "trailers",
+        "answered", "cancelled", "code", "connection", "counted", "data", "deadline", "ended",
+        "handler", "headers", "headers_sent", "id", "infer", "inference", "labels", "message",
+        "path", "pending", "recv_unacked", "requests", "send_window", "started", "task",
+        "trailers",
     )  # fmt: skip
 
     def __init__(self, connection: GrpcConnection, stream: int, path: bytes, headers: Any) -> None:
@@ -89,7 +115,12 @@ class _Call:
         self.ended = False  # the client has sent END_STREAM
         self.answered = False  # our END_STREAM is written (or the call is gone)
         self.cancelled = False
-        self.counted = False
+        self.counted = False  # in the server's count of calls in flight
+        self.inference = False  # in the in-flight gauge (a ModelInfer call)
+        self.started = 0.0  # when its method was known (0: not counted in the metrics)
+        self.labels: tuple[str, str, str] = ("", "", "")  # its service, method and type
+        self.code = _CANCELLED  # its status, once answered
+        self.deadline: asyncio.TimerHandle | None = None  # the client's grpc-timeout
         self.headers_sent = False
         self.pending = bytearray()  # DATA payload waiting for flow-control window
         self.trailers: bytes | None = None
@@ -149,12 +180,19 @@ class GrpcLoopServer:
         self.preface_timeout_s = settings.header_timeout_s
         self.max_connections = settings.max_connections
         self.handlers: dict[bytes, Any] = {}  # grpcio method handler records by path
+        self.labels: dict[bytes, tuple[str, str, str]] = {}  # their metric labels
         for service, handlers in (
             (protocol_grpc.SERVICE, protocol_grpc.method_handlers(state)),
             (health_grpc.SERVICE, health_grpc.method_handlers(state)),
         ):
             for method, handler in handlers.items():
-                self.handlers[f"/{service}/{method}".encode()] = handler
+                path = f"/{service}/{method}"
+                self.handlers[path.encode()] = handler
+                self.labels[path.encode()] = GrpcStats.method_labels(
+                    path, handler.request_streaming, handler.response_streaming
+                )
+        self.stats = state.metrics.grpc
+        self.requests = state.metrics.requests  # its in-flight count is the autoscaling signal
         self.active = 0  # calls in flight on all connections
         self.idle = asyncio.Event()  # set when the last call in flight ends
         self.connections: set[GrpcConnection] = set()
@@ -198,6 +236,7 @@ class GrpcConnection(asyncio.Protocol):
         self._preface = True
         self._decoder = http2.HpackDecoder(max_list_size=server.max_header_bytes)
         self._calls: dict[int, _Call] = {}
+        self._blocked: dict[int, _Call] = {}  # calls with DATA waiting for window
         self._last_stream = 0
         self._continuing: tuple[int, int, bytearray] | None = None  # stream, flags, block
         self._going_away = False
@@ -362,9 +401,8 @@ class GrpcConnection(asyncio.Protocol):
             if not increment:
                 raise http2.Http2Error(http2.PROTOCOL_ERROR, "zero window increment")
             self._send_window += increment
-            for blocked in list(self._calls.values()):
-                if blocked.pending or blocked.trailers is not None:
-                    self._flush(blocked)
+            for blocked in list(self._blocked.values()):
+                self._flush(blocked)
             return
         call = self._calls.get(stream)
         if call is not None and increment:
@@ -406,6 +444,7 @@ class GrpcConnection(asyncio.Protocol):
             self._write(http2.rst_stream(stream, http2.REFUSED_STREAM))
             return
         method = path = content_type = authorization = b""
+        timeout: bytes | None = None
         for name, value in headers:
             if name == b":path":
                 path = value
@@ -415,6 +454,8 @@ class GrpcConnection(asyncio.Protocol):
                 content_type = value
             elif name == b"authorization":
                 authorization = value
+            elif name == b"grpc-timeout":
+                timeout = value
         call = _Call(self, stream, path, headers)
         self._calls[stream] = call
         if flags & http2.END_STREAM:
@@ -437,6 +478,14 @@ class GrpcConnection(asyncio.Protocol):
             self.finish(call, grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
             return
         call.handler = handler
+        call.started = time.perf_counter()
+        call.labels = server.labels[path]
+        if timeout is not None:
+            seconds = timeout_seconds(timeout)
+            if seconds is None:
+                self.finish(call, grpc.StatusCode.INVALID_ARGUMENT, "malformed grpc-timeout")
+                return
+            call.deadline = self.loop.call_later(seconds, self._deadline_passed, call)
         expected = server.expected_token
         if (
             expected is not None
@@ -520,11 +569,23 @@ class GrpcConnection(asyncio.Protocol):
             except DecodeError:
                 self.finish(call, grpc.StatusCode.INVALID_ARGUMENT, _UNPARSEABLE)
                 return
+            call.inference = True
+            self.server.requests.in_flight += 1
             call.infer = infer = protocol_grpc.InferCall.admit(state, request)
             call.message = None
             infer.batcher.enqueue(infer.inputs, infer.rows, call)
         except Exception as exc:
             self.call_failed(call, exc)
+
+    def _deadline_passed(self, call: _Call) -> None:
+        """The client's deadline: the call ends (a queued ModelInfer's rows are dropped, as
+        the batcher skips a waiter that is done; a handler's task is cancelled)."""
+        call.deadline = None
+        if call.answered:
+            return
+        if call.task is not None and not call.task.done():
+            call.task.cancel()
+        self.finish(call, grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
 
     def infer_answered(self, call: _Call, outputs: Tensors) -> None:
         infer = call.infer
@@ -592,6 +653,7 @@ class GrpcConnection(asyncio.Protocol):
             return
         self.send_message(call, message, flush=False)
         call.trailers = _OK
+        call.code = 0
         self._flush(call)
 
     def send_message(self, call: _Call, message: bytes, flush: bool = True) -> None:
@@ -614,6 +676,7 @@ class GrpcConnection(asyncio.Protocol):
             raw = value if isinstance(value, bytes) else str(value).encode()
             block += http2.literal(str(key).encode(), raw)
         call.trailers = block
+        call.code = code.value[0]
         self._flush(call)
 
     def _flush(self, call: _Call) -> None:
@@ -647,6 +710,10 @@ class GrpcConnection(asyncio.Protocol):
             self._send_window -= len(chunk)
             call.send_window -= len(chunk)
             frames.append(http2.frame(http2.DATA, 0, stream, chunk))
+        if pending:
+            self._blocked[stream] = call  # flushed again when a WINDOW_UPDATE makes room
+        else:
+            self._blocked.pop(stream, None)
         if not pending and call.trailers is not None:
             frames.append(
                 http2.frame(
@@ -668,15 +735,27 @@ class GrpcConnection(asyncio.Protocol):
     def _forget(self, call: _Call, cancelled: bool = False) -> None:
         if cancelled and not call.answered:
             call.cancelled = True
+            call.code = _CANCELLED
             if call.task is not None and not call.task.done():
                 call.task.cancel()
         call.answered = True
+        server = self.server
+        if call.deadline is not None:
+            call.deadline.cancel()
+            call.deadline = None
+        if call.inference:
+            call.inference = False
+            server.requests.in_flight -= 1
+        if call.started:
+            server.stats.observe(call.labels, call.code, time.perf_counter() - call.started)
+            call.started = 0.0
         if call.counted:
             call.counted = False
-            self.server.active -= 1
-            if not self.server.active:
-                self.server.idle.set()
+            server.active -= 1
+            if not server.active:
+                server.idle.set()
         self._calls.pop(call.id, None)
+        self._blocked.pop(call.id, None)
         if self._going_away and not self._calls:
             self.close()
 

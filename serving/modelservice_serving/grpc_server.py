@@ -11,7 +11,11 @@ timeout, new ones are refused.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
+from collections.abc import Callable
+from typing import Any
 
 import grpc
 
@@ -19,9 +23,52 @@ from . import health_grpc, protocol_grpc
 from .access import read_token
 from .access_grpc import BearerTokenInterceptor
 from .grpc_loop import GrpcLoopServer
+from .metrics import GrpcStats
 from .state import ServingState
 
 log = logging.getLogger(__name__)
+
+
+def observed(
+    service: str, handlers: dict[str, grpc.RpcMethodHandler[Any, Any]], stats: GrpcStats
+) -> dict[str, grpc.RpcMethodHandler[Any, Any]]:
+    """``handlers`` counted and timed in ``stats`` by status code, as the event loop's
+    server counts its calls (calls the token interceptor refuses never reach them)."""
+    counted = {}
+    for method, handler in handlers.items():
+        labels = GrpcStats.method_labels(
+            f"/{service}/{method}", handler.request_streaming, handler.response_streaming
+        )
+        kind = "unary_unary" if not handler.request_streaming else "stream_stream"
+        if handler.response_streaming != handler.request_streaming:
+            raise ValueError(f"{method}: only unary and bidi-streaming methods are counted")
+        # grpc's handler records are named tuples: swap the behaviour, keep the rest.
+        counted[method] = handler._replace(  # type: ignore[attr-defined]
+            **{kind: _timed(getattr(handler, kind), labels, stats)}
+        )
+    return counted
+
+
+def _timed(
+    behaviour: Callable[[Any, Any], Any], labels: tuple[str, str, str], stats: GrpcStats
+) -> Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Any]:
+    async def timed(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        started = time.perf_counter()
+        code = grpc.StatusCode.UNKNOWN
+        try:
+            response = await behaviour(request, context)
+            code = grpc.StatusCode.OK
+            return response
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED
+            raise
+        except Exception:
+            code = context.code() or grpc.StatusCode.UNKNOWN  # what abort() set
+            raise
+        finally:
+            stats.observe(labels, code.value[0], time.perf_counter() - started)
+
+    return timed
 
 
 class GrpcListener:
@@ -63,14 +110,16 @@ class GrpcListener:
                 ("grpc.max_receive_message_length", settings.max_body_bytes),
             ],
         )
+        stats = self.state.metrics.grpc
         server.add_generic_rpc_handlers(
-            (
+            tuple(
                 grpc.method_handlers_generic_handler(
-                    protocol_grpc.SERVICE, protocol_grpc.method_handlers(self.state)
-                ),
-                grpc.method_handlers_generic_handler(
-                    health_grpc.SERVICE, health_grpc.method_handlers(self.state)
-                ),
+                    service, observed(service, handlers(self.state), stats)
+                )
+                for service, handlers in (
+                    (protocol_grpc.SERVICE, protocol_grpc.method_handlers),
+                    (health_grpc.SERVICE, health_grpc.method_handlers),
+                )
             )
         )
         host = f"[{settings.host}]" if ":" in settings.host else settings.host

@@ -1,11 +1,13 @@
 """Prometheus metrics: requests and latency by endpoint and status, batches, queue, load time.
 
 ``modelservice_inflight_requests`` (inference requests received and not yet answered: queued
-for the model or running) is the autoscaling signal: KEDA scrapes it from every predictor pod.
+for the model or running, over HTTP or gRPC) is the autoscaling signal: KEDA scrapes it from
+every predictor pod.
 
 Each app gets its own registry, so several apps in one process (tests) do not collide.
 The request metrics come from a plain ASGI middleware (cheaper than ``BaseHTTPMiddleware``)
-and from the inference routes' own paths, into :class:`RequestStats`.
+and from the inference routes' own paths, into :class:`RequestStats`; gRPC calls from either
+gRPC server, into :class:`GrpcStats`.
 """
 
 from __future__ import annotations
@@ -30,29 +32,44 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
 _REQUEST_LABELS = ("method", "endpoint", "status")
+_GRPC_LABELS = ("grpc_service", "grpc_method", "grpc_type", "grpc_code")
+
+# gRPC's status codes as its own implementations name them in metrics (Go's codes.Code
+# strings, which go-grpc-prometheus and the dashboards built on it use), by number.
+GRPC_CODE_NAMES = (
+    "OK", "Canceled", "Unknown", "InvalidArgument", "DeadlineExceeded", "NotFound",
+    "AlreadyExists", "PermissionDenied", "ResourceExhausted", "FailedPrecondition", "Aborted",
+    "OutOfRange", "Unimplemented", "Internal", "Unavailable", "DataLoss", "Unauthenticated",
+)  # fmt: skip
 
 
-class RequestStats:
-    """The request counter, latency histogram and in-flight count, in plain numbers.
+class _CallStats:
+    """A counter and a latency histogram over the same labels, in plain numbers.
 
     prometheus_client's Counter, Histogram and Gauge take a lock per update: their four
     updates cost about 10 µs a request (measured), more than parsing a small request.
-    These are plain numbers, updated by the event loop and turned into the same metric
-    families (``modelservice_requests``, ``modelservice_request_duration_seconds``) when
-    scraped; the lock, uncontended but for a scrape, keeps a series' count, sum and
+    These are plain numbers, updated by the event loop and turned into metric families
+    when scraped; the lock, uncontended but for a scrape, keeps a series' count, sum and
     buckets consistent with each other.
     """
 
-    def __init__(self, buckets: tuple[float, ...]) -> None:
+    def __init__(
+        self,
+        buckets: tuple[float, ...],
+        labels: tuple[str, ...],
+        counter: tuple[str, str],
+        histogram: tuple[str, str],
+    ) -> None:
         self._bounds = buckets
-        # (method, endpoint, status) -> [count, sum, then one count per bucket and +Inf]
-        self._series: dict[tuple[str, str, int], list[float]] = {}
-        self._created: dict[tuple[str, str, int], float] = {}
+        self._labels = labels
+        self._counter = counter
+        self._histogram = histogram
+        # labels -> [count, sum, then one count per bucket and +Inf]
+        self._series: dict[tuple[str | int, ...], list[float]] = {}
+        self._created: dict[tuple[str | int, ...], float] = {}
         self._lock = threading.Lock()
-        self.in_flight = 0  # inference requests received and not yet answered
 
-    def observe(self, method: str, endpoint: str, status: int, seconds: float) -> None:
-        key = (method, endpoint, status)
+    def _record(self, key: tuple[str | int, ...], seconds: float) -> None:
         slot = 2 + bisect.bisect_left(self._bounds, seconds)  # the first bound >= seconds
         with self._lock:
             series = self._series.get(key)
@@ -72,27 +89,73 @@ class RequestStats:
         yield from self._families(snapshot)
 
     def _families(
-        self, snapshot: list[tuple[tuple[str, str, int], list[float]]] | None = None
+        self, snapshot: list[tuple[tuple[str | int, ...], list[float]]] | None = None
     ) -> Iterator[Metric]:
-        requests = CounterMetricFamily(
-            "modelservice_requests", "HTTP requests by endpoint and status", labels=_REQUEST_LABELS
-        )
-        latency = HistogramMetricFamily(
-            "modelservice_request_duration_seconds",
-            "HTTP request latency by endpoint and status",
-            labels=_REQUEST_LABELS,
-        )
+        count = CounterMetricFamily(*self._counter, labels=self._labels)
+        latency = HistogramMetricFamily(*self._histogram, labels=self._labels)
         bounds = [*map(floatToGoString, self._bounds), "+Inf"]
         for key, series in snapshot or []:
-            labels = [key[0], key[1], str(key[2])]
-            requests.add_metric(labels, series[0], created=self._created[key])
+            labels = [str(value) for value in key]
+            count.add_metric(labels, series[0], created=self._created[key])
             cumulative, buckets = 0.0, []
-            for bound, count in zip(bounds, series[2:], strict=True):
-                cumulative += count
+            for bound, hits in zip(bounds, series[2:], strict=True):
+                cumulative += hits
                 buckets.append((bound, cumulative))
             latency.add_metric(labels, buckets, sum_value=series[1])
-        yield requests
+        yield count
         yield latency
+
+
+class RequestStats(_CallStats):
+    """HTTP requests by method, route template and status, and inference requests in
+    flight (HTTP and gRPC alike: the autoscaling signal)."""
+
+    def __init__(self, buckets: tuple[float, ...]) -> None:
+        super().__init__(
+            buckets,
+            _REQUEST_LABELS,
+            ("modelservice_requests", "HTTP requests by endpoint and status"),
+            (
+                "modelservice_request_duration_seconds",
+                "HTTP request latency by endpoint and status",
+            ),
+        )
+        self.in_flight = 0  # inference requests received and not yet answered
+
+    def observe(self, method: str, endpoint: str, status: int, seconds: float) -> None:
+        self._record((method, endpoint, status), seconds)
+
+
+class GrpcStats(_CallStats):
+    """gRPC calls by method and status code, under go-grpc-prometheus's names
+    (``grpc_server_handled_total``, ``grpc_server_handling_seconds``), so the usual gRPC
+    dashboards and alerts read them."""
+
+    def __init__(self, buckets: tuple[float, ...]) -> None:
+        super().__init__(
+            buckets,
+            _GRPC_LABELS,
+            ("grpc_server_handled", "gRPC calls completed on the server, by status code"),
+            ("grpc_server_handling_seconds", "gRPC call latency, by method and status code"),
+        )
+
+    @staticmethod
+    def method_labels(
+        path: str, request_streaming: bool, response_streaming: bool
+    ) -> tuple[str, str, str]:
+        """The service, method and type labels of the method at ``path`` (``/pkg.Svc/M``)."""
+        service, _, method = path.lstrip("/").rpartition("/")
+        kind = {
+            (False, False): "unary",
+            (True, False): "client_stream",
+            (False, True): "server_stream",
+            (True, True): "bidi_stream",
+        }[(request_streaming, response_streaming)]
+        return service, method, kind
+
+    def observe(self, method: tuple[str, str, str], code: int, seconds: float) -> None:
+        name = GRPC_CODE_NAMES[code] if 0 <= code < len(GRPC_CODE_NAMES) else str(code)
+        self._record((*method, name), seconds)
 
 
 class ServerMetrics:
@@ -102,6 +165,8 @@ class ServerMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = RequestStats(LATENCY_BUCKETS)
         self.registry.register(self.requests)
+        self.grpc = GrpcStats(LATENCY_BUCKETS)
+        self.registry.register(self.grpc)
         self.batch_size = Histogram(
             "modelservice_batch_size",
             "rows per model call",

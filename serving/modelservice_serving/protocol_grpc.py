@@ -140,8 +140,13 @@ async def model_metadata(
 
 
 async def model_infer(state: ServingState, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
-    call = InferCall.admit(state, request)
-    return call.response(await call.batcher.submit(call.inputs, call.rows))
+    stats = state.metrics.requests
+    stats.in_flight += 1  # the autoscaling signal counts gRPC requests as HTTP ones
+    try:
+        call = InferCall.admit(state, request)
+        return call.response(await call.batcher.submit(call.inputs, call.rows))
+    finally:
+        stats.in_flight -= 1
 
 
 class InferCall:

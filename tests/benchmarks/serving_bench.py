@@ -576,8 +576,8 @@ on one thread.
 {rendered}
 
 Targets (issue 11), this run. The two ratio targets (V1 ÷ bare floor, gRPC ÷ HTTP V2) are
-judged on pairs run back to back ({PAIR_REPEATS} times, ours then its comparison,
-{PAIR_SECONDS:.0f} s each after 2 s of warm-up), by the median ratio: the table's single
+judged on pairs run back to back ({PAIR_REPEATS} times, alternating which of the two runs
+first, each with the table's warm-up and window), by the median ratio: the table's single
 runs are minutes apart on a shared host.
 
 {met}
@@ -670,29 +670,29 @@ def run_target(
                    cold_start_s=cold, cold_start_cpu_s=cpu)  # fmt: skip
 
 
-# The ratio targets, each measured again as pairs run back to back (ours, then what it is
-# compared with), three times: the table's single runs are minutes apart on a shared host.
+# The ratio targets, each measured again as pairs run back to back, five times: the
+# table's single runs are minutes apart on a shared host. Which of the two runs first
+# alternates (ABAB, then BABA...), so a drift of the host over a pair favours neither.
 PAIRED = (
     ("modelservice-serving (V1)", "floor: bare ASGI + orjson"),
     ("modelservice-serving (gRPC)", "modelservice-serving (V2)"),
 )
 PAIR_REPEATS = 5
-PAIR_SECONDS = 8.0
 
 
 def paired_ratios(
     chosen: dict[str, Target], model_dir: Path, args: argparse.Namespace, workdir: Path
 ) -> dict[str, list[float]]:
     """req/s of ours ÷ req/s of its comparison, per pair run; keyed by our row's name."""
-    short = argparse.Namespace(**{**vars(args), "seconds": PAIR_SECONDS, "warmup_seconds": 2})
     ratios: dict[str, list[float]] = {}
     for ours_name, base_name in PAIRED:
         ours, base = chosen.get(ours_name), chosen.get(base_name)
         if ours is None or base is None:
             continue
-        for _ in range(PAIR_REPEATS):
-            ours_run = run_target(ours, model_dir, short, workdir)
-            base_run = run_target(base, model_dir, short, workdir)
+        for repeat in range(PAIR_REPEATS):
+            order = (ours, base) if repeat % 2 == 0 else (base, ours)
+            runs = {target.name: run_target(target, model_dir, args, workdir) for target in order}
+            ours_run, base_run = runs[ours_name], runs[base_name]
             if ours_run and base_run and base_run.rps:
                 ratios.setdefault(ours_name, []).append(ours_run.rps / base_run.rps)
         print(f"paired {ours_name} ÷ {base_name}: {ratios.get(ours_name)}", flush=True)

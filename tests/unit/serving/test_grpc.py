@@ -26,6 +26,7 @@ import pytest
 from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2
 from grpc_tools import protoc
+from prometheus_client.parser import text_string_to_metric_families
 from sklearn.datasets import load_digits
 
 from modelservice_serving import protocol_grpc
@@ -303,6 +304,66 @@ async def test_calls_past_the_grpc_in_flight_cap_are_refused_at_once(
                 assert outputs_of(response).shape == (1, 10)
             # Below the cap again: served.
             assert outputs_of(await stub.infer(raw_request(ROWS[:1]))).shape == (1, 10)
+
+
+def _grpc_samples(server: RunningServer) -> dict[tuple[str, str, str], float]:
+    """``grpc_server_handled_total`` and the handling histogram's count, by method and code."""
+    body, _ = server.state.metrics.exposition()
+    return {
+        (sample.name, sample.labels["grpc_method"], sample.labels["grpc_code"]): sample.value
+        for family in text_string_to_metric_families(body.decode())
+        if family.name.startswith("grpc_server_")
+        for sample in family.samples
+        if sample.name.endswith(("_total", "_count"))
+    }
+
+
+async def test_calls_are_counted_and_inference_is_in_flight_for_autoscaling(
+    server_factory: ServerFactory,
+) -> None:
+    # Batches wait up to 2 s to fill: the held calls are in flight meanwhile.
+    with server_factory(max_batch_size=64, max_latency_ms=2000) as server:
+        async for stub in _stub(server):
+            assert server.state.metrics.requests.in_flight == 0
+            held = [asyncio.create_task(stub.infer(raw_request(ROWS[:1]))) for _ in range(3)]
+            await asyncio.sleep(0.5)
+            # The gauge KEDA scales on counts gRPC inference as it counts HTTP's.
+            assert server.state.metrics.requests.in_flight == 3
+            await asyncio.gather(*held)
+            assert server.state.metrics.requests.in_flight == 0
+            absent = raw_request(ROWS[:1])
+            absent.model_name = "absent"
+            with pytest.raises(grpc.aio.AioRpcError):
+                await stub.infer(absent)
+            await stub("ServerLive", pb.ServerLiveRequest(), pb.ServerLiveResponse)
+    samples = _grpc_samples(server)
+    assert samples[("grpc_server_handled_total", "ModelInfer", "OK")] == 3
+    assert samples[("grpc_server_handled_total", "ModelInfer", "NotFound")] == 1
+    assert samples[("grpc_server_handled_total", "ServerLive", "OK")] >= 1
+    assert samples[("grpc_server_handling_seconds_count", "ModelInfer", "OK")] == 3
+    body, _ = server.state.metrics.exposition()
+    assert b'grpc_service="inference.GRPCInferenceService"' in body
+    assert b'grpc_type="unary"' in body
+
+
+async def test_a_call_past_its_deadline_never_reaches_the_model(
+    server_factory: ServerFactory,
+) -> None:
+    with server_factory(max_batch_size=64, max_latency_ms=1500) as server:
+        async for stub in _stub(server):
+            call = stub._channel.unary_unary(
+                f"/{protocol_grpc.SERVICE}/ModelInfer",
+                request_serializer=pb.ModelInferRequest.SerializeToString,
+                response_deserializer=pb.ModelInferResponse.FromString,
+            )
+            with pytest.raises(grpc.aio.AioRpcError) as failed:
+                await call(raw_request(ROWS[:1]), timeout=0.2)
+            assert failed.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            await asyncio.sleep(1.7)  # past the batching window: the row was dropped
+            assert server.counter.batches == []
+            assert server.state.metrics.requests.in_flight == 0
+            assert outputs_of(await stub.infer(raw_request(ROWS[:2]))).shape == (2, 10)
+            assert server.counter.batches == [2]
 
 
 def _wait_ready(server: RunningServer) -> None:

@@ -16,9 +16,11 @@ import grpc
 import h2.config
 import h2.connection
 import h2.events
+import h2.settings
 import numpy as np
 import pytest
 
+from modelservice_serving.grpc_loop import timeout_seconds
 from modelservice_serving.oip import grpc_predict_v2_pb2 as pb
 
 from .conftest import MODEL_NAME, RunningServer, ServerFactory
@@ -39,17 +41,24 @@ def _message(rows: int = 1) -> bytes:
 class Client:
     """One HTTP/2 connection to the gRPC port, driven by hand."""
 
-    def __init__(self, server: RunningServer) -> None:
+    def __init__(self, server: RunningServer, window: int | None = None) -> None:
         self.sock = socket.create_connection(("127.0.0.1", server.state.grpc_port), timeout=10)
         self.h2 = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
         self.h2.initiate_connection()
+        if window is not None:  # each stream's window for the server's DATA
+            self.h2.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: window})
         self._send()
         self.events: list[Any] = []
 
     def _send(self) -> None:
         self.sock.sendall(self.h2.data_to_send())
 
-    def start(self, path: str = INFER, content_type: str = "application/grpc") -> int:
+    def start(
+        self,
+        path: str = INFER,
+        content_type: str = "application/grpc",
+        extra: tuple[tuple[str, str], ...] = (),
+    ) -> int:
         stream: int = self.h2.get_next_available_stream_id()
         headers = [
             (":method", "POST"),
@@ -58,6 +67,7 @@ class Client:
             (":authority", "test"),
             ("content-type", content_type),
             ("te", "trailers"),
+            *extra,
         ]
         self.h2.send_headers(stream, headers)
         self._send()
@@ -189,6 +199,67 @@ def test_a_cancelled_call_and_a_ping_leave_the_connection_serving(
             assert sum(server.counter.batches) == 1  # the cancelled call's row never ran
         finally:
             client.sock.close()
+
+
+@pytest.mark.parametrize("window", [1000, 1 << 20], ids=["stream-bound", "connection-bound"])
+def test_answers_wait_for_the_clients_windows(server_factory: ServerFactory, window: int) -> None:
+    # The connection's window is HTTP/2's 65,535 bytes: eight 12 KB answers do not fit it.
+    # With 1,000-byte stream windows each answer waits for its own stream's WINDOW_UPDATEs;
+    # with 1 MB ones the last answers wait for the connection's alone.
+    with server_factory(max_queue=4096) as server:
+        client = Client(server, window=window)
+        try:
+            calls = [client.start() for _ in range(8)]
+            for call in calls:
+                client.send(call, _message(rows=300))
+            for call in calls:
+                assert client.ended(call)[b"grpc-status"] == b"0"
+                data = client.data(call)
+                length = int.from_bytes(data[1:5], "big")
+                assert len(data) == 5 + length  # one whole message, nothing lost or repeated
+                response = pb.ModelInferResponse.FromString(data[5:])
+                assert list(response.outputs[0].shape) == [300, 10]
+                assert len(response.raw_output_contents[0]) == 300 * 10 * 4
+        finally:
+            client.sock.close()
+
+
+def test_the_clients_deadline_is_kept_by_the_server(server_factory: ServerFactory) -> None:
+    # Batches wait 1.5 s to fill: a call with a 200 ms deadline is still queued when it
+    # passes, and its client never resets the stream (as a client that has hung would not).
+    with server_factory(max_batch_size=64, max_latency_ms=1500) as server:
+        client = Client(server)
+        try:
+            late = client.start(extra=(("grpc-timeout", "200m"),))
+            client.send(late, _message())
+            started = time.monotonic()
+            fields = client.ended(late)
+            assert fields[b"grpc-status"] == b"4"  # DEADLINE_EXCEEDED, from the server
+            assert 0.15 < time.monotonic() - started < 1.2  # before the batch would run
+            assert server.state.metrics.requests.in_flight == 0
+            time.sleep(1.6)  # the batching window passes: its row is dropped, never run
+            assert server.counter.batches == []
+            # A malformed timeout is the client's mistake; a generous one is served.
+            bad = client.start(extra=(("grpc-timeout", "soon"),))
+            client.send(bad, _message())
+            assert client.ended(bad)[b"grpc-status"] == b"3"  # INVALID_ARGUMENT
+            good = client.start(extra=(("grpc-timeout", "30S"),))
+            client.send(good, _message())
+            assert client.ended(good)[b"grpc-status"] == b"0"
+            assert server.counter.batches == [1]
+        finally:
+            client.sock.close()
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [(b"1H", 3600.0), (b"2M", 120.0), (b"3S", 3.0), (b"250m", 0.25), (b"7u", 7e-6),
+     (b"99999999n", 0.099999999), (b"", None), (b"S", None), (b"5", None), (b"5s", None),
+     (b"123456789S", None), (b"-1S", None), (b"1.5S", None)],
+)  # fmt: skip
+def test_grpc_timeout_values(header: bytes, seconds: float | None) -> None:
+    parsed = timeout_seconds(header)
+    assert parsed == (None if seconds is None else pytest.approx(seconds))
 
 
 def test_a_connection_that_is_not_http2_is_closed(default_server: RunningServer) -> None:
