@@ -237,6 +237,7 @@ class GrpcConnection(asyncio.Protocol):
         self._decoder = http2.HpackDecoder(max_list_size=server.max_header_bytes)
         self._calls: dict[int, _Call] = {}
         self._blocked: dict[int, _Call] = {}  # calls with DATA waiting for window
+        self._out: list[bytes] = []  # written at the end of the loop iteration (_send_out)
         self._last_stream = 0
         self._continuing: tuple[int, int, bytearray] | None = None  # stream, flags, block
         self._going_away = False
@@ -760,6 +761,19 @@ class GrpcConnection(asyncio.Protocol):
             self.close()
 
     def _write(self, data: bytes) -> None:
+        """Queues ``data`` until the loop's callbacks of this iteration have run: the answers
+        of one batch to the calls of one connection leave in one send, not one each."""
+        out = self._out
+        if not out:
+            self.loop.call_soon(self._send_out)
+        out.append(data)
+
+    def _send_out(self) -> None:
+        out = self._out
+        if not out:
+            return
+        data = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
         transport = self.transport
         if transport is not None and not transport.is_closing():
             transport.write(data)
@@ -773,5 +787,6 @@ class GrpcConnection(asyncio.Protocol):
             self.close()
 
     def close(self) -> None:
+        self._send_out()  # what was queued (a GOAWAY, last answers) goes before the close
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
