@@ -592,7 +592,7 @@ class GrpcConnection(asyncio.Protocol):
         infer = call.infer
         assert infer is not None
         try:
-            response = infer.response(outputs).SerializeToString()
+            response = infer.serialized(outputs)
         except Exception as exc:
             self.call_failed(call, exc)
             return

@@ -77,6 +77,9 @@ class ServedModel:
         self.version = version
         self.inputs = inputs
         self.outputs = outputs
+        # By name, for the request paths (built once, not per request).
+        self.input_specs = {spec.name: spec for spec in inputs}
+        self.output_datatypes = {spec.name: spec.datatype for spec in outputs}
         self.metadata = metadata
         self.runtime = runtime
         self._runner = runner

@@ -192,6 +192,63 @@ class InferCall:
             response.raw_output_contents.append(binary.to_bytes(value, datatype))
         return response
 
+    def serialized(self, outputs: Tensors) -> bytes:
+        """:meth:`response`'s message as bytes, the same bytes, without building it.
+
+        A protobuf message is its fields in order, each a key and, for strings, bytes and
+        messages, a length and the content. The parts that repeat call after call (the
+        model's name and version, each output's metadata for a number of rows) are
+        serialized by protobuf once and kept; the id and the raw outputs are framed here.
+        """
+        model = self.model
+        head = _HEADS.get((model.name, model.version))
+        if head is None:
+            head = pb.ModelInferResponse(
+                model_name=model.name, model_version=model.version
+            ).SerializeToString()
+            if len(_HEADS) < _CACHE_LIMIT:
+                _HEADS[(model.name, model.version)] = head
+        parts = [head]
+        if self.request_id:
+            parts.append(_length_delimited(_ID_KEY, self.request_id.encode()))
+        raws = []
+        for name, datatype in self.wanted:
+            value = outputs[name]
+            key = (name, datatype, value.shape)
+            metadata = _OUTPUTS.get(key)
+            if metadata is None:
+                tensor = pb.ModelInferResponse.InferOutputTensor(
+                    name=name, datatype=datatype, shape=value.shape
+                )
+                metadata = _length_delimited(_OUTPUTS_KEY, tensor.SerializeToString())
+                if len(_OUTPUTS) < _CACHE_LIMIT:
+                    _OUTPUTS[key] = metadata
+            parts.append(metadata)
+            raws.append(_length_delimited(_RAW_KEY, binary.to_bytes(value, datatype)))
+        parts += raws
+        return b"".join(parts)
+
+
+# ModelInferResponse's keys (field number << 3 | 2: length-delimited) and the parts of
+# its messages that repeat (by model; by output name, datatype and shape), for serialized().
+_ID_KEY, _OUTPUTS_KEY, _RAW_KEY = b"\x1a", b"\x2a", b"\x32"
+_CACHE_LIMIT = 256
+_HEADS: dict[tuple[str, str], bytes] = {}
+_OUTPUTS: dict[tuple[str, str, tuple[int, ...]], bytes] = {}
+
+
+def _length_delimited(key: bytes, content: bytes) -> bytes:
+    """A length-delimited field: its key, the content's length as a varint, the content."""
+    length = len(content)
+    if length < 0x80:
+        return key + bytes((length,)) + content
+    varint = bytearray()
+    while length >= 0x80:
+        varint.append((length & 0x7F) | 0x80)
+        length >>= 7
+    varint.append(length)
+    return key + bytes(varint) + content
+
 
 async def model_stream_infer(
     state: ServingState,
@@ -251,7 +308,7 @@ def decode_inputs(model: ServedModel, request: pb.ModelInferRequest) -> tuple[In
         raise InvalidRequestError(
             f"raw_input_contents has {len(raw)} entries for {len(request.inputs)} inputs"
         )
-    specs = {spec.name: spec for spec in model.inputs}
+    specs = model.input_specs
     tensors: dict[str, npt.NDArray[Any] | DeferredTensor] = {}
     rows: set[int] = set()
     for index, tensor in enumerate(request.inputs):
@@ -290,8 +347,8 @@ def decode_inputs(model: ServedModel, request: pb.ModelInferRequest) -> tuple[In
             array = payloads.to_array(values, spec, what).reshape(shape)
         rows.add(shape[0])
         tensors[spec.name] = array
-    absent = sorted(set(specs) - set(tensors))
-    if absent:
+    if len(tensors) != len(specs):  # each is a model input, given once: some are absent
+        absent = sorted(set(specs) - set(tensors))
         raise InvalidInputError(f"missing model inputs: {', '.join(absent)}")
     if len(rows) != 1:
         raise InvalidInputError(f"inputs disagree on the batch size: {sorted(rows)}")
@@ -317,7 +374,7 @@ def _contents(
 
 def requested_outputs(model: ServedModel, request: pb.ModelInferRequest) -> list[tuple[str, str]]:
     """(name, datatype) of each output to return: those asked for, else all."""
-    datatypes = {spec.name: spec.datatype for spec in model.outputs}
+    datatypes = model.output_datatypes
     if not request.outputs:
         return list(datatypes.items())
     wanted = [output.name for output in request.outputs]
