@@ -755,14 +755,21 @@ class GrpcConnection(asyncio.Protocol):
             server.active -= 1
             if not server.active:
                 server.idle.set()
-        self._calls.pop(call.id, None)
+        calls = self._calls
+        calls.pop(call.id, None)
         self._blocked.pop(call.id, None)
-        if self._going_away and not self._calls:
-            self.close()
+        if not calls:
+            if self._going_away:
+                self.close()
+            elif self._out:
+                # Nothing else to answer here: the client gets its answers now, while the
+                # batch goes on with other connections' calls, not after all of them.
+                self._send_out()
 
     def _write(self, data: bytes) -> None:
-        """Queues ``data`` until the loop's callbacks of this iteration have run: the answers
-        of one batch to the calls of one connection leave in one send, not one each."""
+        """Queues ``data`` until the connection's last call in flight is answered or the
+        loop's callbacks of this iteration have run: the answers of one batch to the calls
+        of one connection leave in one send, not one each."""
         out = self._out
         if not out:
             self.loop.call_soon(self._send_out)
