@@ -23,8 +23,12 @@ or not the client's RST_STREAM arrives. Every call with a known method is counte
 :class:`.metrics.GrpcStats`, and ModelInfer calls in the in-flight gauge that autoscaling
 reads, as HTTP inference requests are.
 
-Not done: compressed messages (we accept ``identity`` only and say so in
-``grpc-accept-encoding``), server push (gRPC has none).
+Compressed requests (``grpc-encoding: gzip`` or ``deflate``, as grpcio's and grpc-go's
+clients send them when asked) are inflated within the message limit: a message that would
+inflate past ``--max-body-bytes`` is RESOURCE_EXHAUSTED before it is all inflated. Answers
+go uncompressed, as the protocol allows whatever the client accepts.
+
+Not done: server push (gRPC has none).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import contextlib
 import hmac
 import logging
 import time
+import zlib
 from collections.abc import AsyncIterator, Iterable
 from typing import Any, NoReturn
 
@@ -56,8 +61,12 @@ MODEL_INFER = f"/{protocol_grpc.SERVICE}/ModelInfer".encode()
 STREAM_WINDOW = 1 << 20
 CONNECTION_WINDOW = 1 << 30
 _HEAD = (
-    http2.STATUS_200 + http2.GRPC_CONTENT_TYPE + http2.literal(b"grpc-accept-encoding", b"identity")
+    http2.STATUS_200
+    + http2.GRPC_CONTENT_TYPE
+    + http2.literal(b"grpc-accept-encoding", b"identity,deflate,gzip")
 )
+# grpc-encoding -> zlib's wbits for it (gRPC's "deflate" is the zlib format, RFC 1950).
+_ENCODINGS = {b"gzip": 16 + zlib.MAX_WBITS, b"deflate": zlib.MAX_WBITS}
 _OK = http2.literal(b"grpc-status", b"0")
 _UNPARSEABLE = "the request message is not a valid protobuf message of the method's type"
 _CANCELLED = grpc.StatusCode.CANCELLED.value[0]
@@ -94,10 +103,10 @@ class _Call:
     """One HTTP/2 stream carrying one gRPC call; the batcher's waiter for ModelInfer."""
 
     __slots__ = (
-        "answered", "cancelled", "code", "connection", "counted", "data", "deadline", "ended",
-        "handler", "headers", "headers_sent", "id", "infer", "inference", "labels", "message",
-        "path", "pending", "recv_unacked", "requests", "send_window", "started", "task",
-        "trailers",
+        "answered", "cancelled", "code", "connection", "counted", "data", "deadline",
+        "encoding", "ended", "handler", "headers", "headers_sent", "id", "infer", "inference",
+        "labels", "message", "path", "pending", "recv_unacked", "requests", "send_window",
+        "started", "task", "trailers",
     )  # fmt: skip
 
     def __init__(self, connection: GrpcConnection, stream: int, path: bytes, headers: Any) -> None:
@@ -121,6 +130,7 @@ class _Call:
         self.labels: tuple[str, str, str] = ("", "", "")  # its service, method and type
         self.code = _CANCELLED  # its status, once answered
         self.deadline: asyncio.TimerHandle | None = None  # the client's grpc-timeout
+        self.encoding: int | None = None  # zlib's wbits for its grpc-encoding, if compressed
         self.headers_sent = False
         self.pending = bytearray()  # DATA payload waiting for flow-control window
         self.trailers: bytes | None = None
@@ -446,6 +456,7 @@ class GrpcConnection(asyncio.Protocol):
             return
         method = path = content_type = authorization = b""
         timeout: bytes | None = None
+        encoding = b""
         for name, value in headers:
             if name == b":path":
                 path = value
@@ -457,6 +468,8 @@ class GrpcConnection(asyncio.Protocol):
                 authorization = value
             elif name == b"grpc-timeout":
                 timeout = value
+            elif name == b"grpc-encoding":
+                encoding = value
         call = _Call(self, stream, path, headers)
         self._calls[stream] = call
         if flags & http2.END_STREAM:
@@ -487,6 +500,16 @@ class GrpcConnection(asyncio.Protocol):
                 self.finish(call, grpc.StatusCode.INVALID_ARGUMENT, "malformed grpc-timeout")
                 return
             call.deadline = self.loop.call_later(seconds, self._deadline_passed, call)
+        if encoding and encoding != b"identity":
+            call.encoding = _ENCODINGS.get(encoding)
+            if call.encoding is None:
+                self.finish(
+                    call,
+                    grpc.StatusCode.UNIMPLEMENTED,
+                    f"grpc-encoding {encoding.decode('latin-1')!r} is not supported",
+                    (("grpc-accept-encoding", b"identity,deflate,gzip"),),
+                )
+                return
         expected = server.expected_token
         if (
             expected is not None
@@ -528,10 +551,10 @@ class GrpcConnection(asyncio.Protocol):
             message = bytes(data[5 : 5 + length])
             del data[: 5 + length]
             if compressed:
-                self.finish(
-                    call, grpc.StatusCode.UNIMPLEMENTED, "compressed messages are not supported"
-                )
-                return
+                inflated = self._inflated(call, message)
+                if inflated is None:
+                    return
+                message = inflated
             if call.requests is not None:
                 assert call.handler is not None
                 try:
@@ -544,6 +567,35 @@ class GrpcConnection(asyncio.Protocol):
             else:
                 self.finish(call, grpc.StatusCode.INVALID_ARGUMENT, "more than one request message")
                 return
+
+    def _inflated(self, call: _Call, message: bytes) -> bytes | None:
+        """A compressed message inflated, at most to the message limit; None when the call
+        was ended for it (no encoding, a bad stream, too large)."""
+        if call.encoding is None:
+            self.finish(
+                call,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "a compressed message without a grpc-encoding",
+            )
+            return None
+        limit = self.server.max_message
+        inflater = zlib.decompressobj(call.encoding)
+        try:
+            inflated = inflater.decompress(message, limit + 1)
+        except zlib.error:
+            self.finish(call, grpc.StatusCode.INVALID_ARGUMENT, "the compressed message is corrupt")
+            return None
+        if len(inflated) > limit:
+            self.finish(
+                call,
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"Received message inflates past the limit of {limit} bytes",
+            )
+            return None
+        if not inflater.eof or inflater.unused_data:
+            self.finish(call, grpc.StatusCode.INVALID_ARGUMENT, "the compressed message is cut")
+            return None
+        return inflated
 
     def _end_of_request(self, call: _Call) -> None:
         if call.answered or call.handler is None:

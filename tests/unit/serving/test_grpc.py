@@ -346,6 +346,17 @@ async def test_calls_are_counted_and_inference_is_in_flight_for_autoscaling(
     assert b'grpc_type="unary"' in body
 
 
+@pytest.mark.parametrize("compression", [grpc.Compression.Gzip, grpc.Compression.Deflate])
+async def test_compressed_calls_are_served(
+    default_server: RunningServer, compression: grpc.Compression
+) -> None:
+    async with grpc.aio.insecure_channel(
+        f"127.0.0.1:{default_server.state.grpc_port}", compression=compression
+    ) as channel:
+        response = await Stub(channel).infer(raw_request(ROWS[:3]))
+    assert outputs_of(response).shape == (3, 10)
+
+
 async def test_a_call_past_its_deadline_never_reaches_the_model(
     server_factory: ServerFactory,
 ) -> None:

@@ -7,8 +7,10 @@ connection that is not HTTP/2 at all. After each the server still answers.
 
 from __future__ import annotations
 
+import gzip
 import socket
 import time
+import zlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -157,9 +159,9 @@ def test_wrong_content_type_unknown_method_and_bad_messages(client: Client) -> N
     fields = client.ended(garbage)
     assert fields[b"grpc-status"] == b"3"  # INVALID_ARGUMENT: the client's mistake
     assert b"not a valid protobuf" in fields[b"grpc-message"]
-    compressed = client.start()
+    compressed = client.start()  # the compressed flag, but no grpc-encoding header
     client.send(compressed, b"\x01" + _message()[1:])
-    assert client.ended(compressed)[b"grpc-status"] == b"12"
+    assert client.ended(compressed)[b"grpc-status"] == b"3"
     wrong_shape = client.start()
     request = pb.ModelInferRequest(model_name=MODEL_NAME)
     request.inputs.add(name="inputs", datatype="FP32", shape=[1, 63])
@@ -220,6 +222,53 @@ def test_answers_wait_for_the_clients_windows(server_factory: ServerFactory, win
                 response = pb.ModelInferResponse.FromString(data[5:])
                 assert list(response.outputs[0].shape) == [300, 10]
                 assert len(response.raw_output_contents[0]) == 300 * 10 * 4
+        finally:
+            client.sock.close()
+
+
+def _framed(payload: bytes, compressed: bool = True) -> bytes:
+    return bytes((int(compressed),)) + len(payload).to_bytes(4, "big") + payload
+
+
+def test_compressed_requests_are_inflated_within_the_message_limit(
+    server_factory: ServerFactory,
+) -> None:
+    with server_factory(max_body_bytes=100_000) as server:
+        client = Client(server)
+        plain = _message(rows=2)[5:]
+        try:
+            for encoding, deflate in (("gzip", gzip.compress), ("deflate", zlib.compress)):
+                call = client.start(extra=(("grpc-encoding", encoding),))
+                client.send(call, _framed(deflate(plain)))
+                assert client.ended(call)[b"grpc-status"] == b"0", encoding
+                answer = pb.ModelInferResponse.FromString(client.data(call)[5:])
+                assert list(answer.outputs[0].shape) == [2, 10]
+            # An uncompressed message on a call that declares an encoding is still read.
+            call = client.start(extra=(("grpc-encoding", "gzip"),))
+            client.send(call, _framed(plain, compressed=False))
+            assert client.ended(call)[b"grpc-status"] == b"0"
+            # 10 MB of zeros in 10 KB: refused at the limit, never inflated whole.
+            bomb = client.start(extra=(("grpc-encoding", "gzip"),))
+            client.send(bomb, _framed(gzip.compress(b"\x00" * 10_000_000)))
+            fields = client.ended(bomb)
+            assert fields[b"grpc-status"] == b"8"  # RESOURCE_EXHAUSTED
+            assert b"100000" in fields[b"grpc-message"]
+            for name, body in (
+                ("corrupt", b"not gzip at all"),
+                ("cut", gzip.compress(plain)[:-12]),
+                ("trailing", gzip.compress(plain) + b"junk"),
+            ):
+                call = client.start(extra=(("grpc-encoding", "gzip"),))
+                client.send(call, _framed(body))
+                assert client.ended(call)[b"grpc-status"] == b"3", name  # INVALID_ARGUMENT
+            unknown = client.start(extra=(("grpc-encoding", "br"),))
+            client.send(unknown, _framed(b"x"))
+            fields = client.ended(unknown)
+            assert fields[b"grpc-status"] == b"12"  # UNIMPLEMENTED, saying what is accepted
+            assert b"gzip" in fields[b"grpc-accept-encoding"]
+            good = client.start()
+            client.send(good, _message())
+            assert client.ended(good)[b"grpc-status"] == b"0"
         finally:
             client.sock.close()
 
