@@ -413,6 +413,7 @@ class ServingStatus(_StatusWire):
     ready_replicas: int | None = None
     ready: str | None = None
     url: str | None = None
+    grpc_address: str | None = None
     autoscaler: AutoscalerStatus | None = None
 
 

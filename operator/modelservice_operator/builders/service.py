@@ -12,13 +12,19 @@ from ..names import predictor_name, predictor_selector
 from .common import Owner, predictor_child
 from .deployment import GRPC_PORT, HTTP_PORT, METRICS_PORT, METRICS_PORT_NAME
 
-__all__ = ["build_service", "service_url"]
+__all__ = ["build_service", "grpc_address", "service_url"]
 
 
 def service_url(owner: Owner, cluster_domain: str = "cluster.local") -> str:
     """The in-cluster V2 model URL of the predictor."""
     svc = predictor_name(owner.name)
     return f"http://{svc}.{owner.namespace}.svc.{cluster_domain}:{HTTP_PORT}/v2/models/{owner.name}"
+
+
+def grpc_address(owner: Owner, cluster_domain: str = "cluster.local") -> str:
+    """The predictor's in-cluster gRPC target (``host:port``, as gRPC clients take it)."""
+    svc = predictor_name(owner.name)
+    return f"{svc}.{owner.namespace}.svc.{cluster_domain}:{GRPC_PORT}"
 
 
 def build_service(owner: Owner) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from ..autoscaling import choose_autoscaler
 from ..builders.common import ModelVolume, PodDefaults
 from ..builders.job import version_dir
 from ..builders.pvc import build_pvc, store_claim
-from ..builders.service import service_url
+from ..builders.service import grpc_address, service_url
 from ..builders.workers import build_workers_service
 from ..diagnosis import Stuck, diagnose_pods
 from ..models import (
@@ -349,6 +349,7 @@ def decide(obs: Observed, settings: Settings, now: str, rejected: Stuck | None =
                 ready_replicas=serving_obs.ready_replicas,
                 ready=f"{serving_obs.ready_replicas}/{serving_obs.replicas}",
                 url=service_url(owner, settings.cluster_domain),
+                grpc_address=grpc_address(owner, settings.cluster_domain),
                 autoscaler=autoscaler.status(owner.name),
             )
     problem = problem or (trained.problem if trained is not None else None) or rejected

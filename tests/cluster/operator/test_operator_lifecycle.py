@@ -47,6 +47,8 @@ def test_sample_reaches_ready(operator: OperatorProcess, namespace: str) -> None
     assert status["serving"]["ready"] == "1/1"
     url = f"http://digits-predictor.{namespace}.svc.cluster.local:8080/v2/models/digits"
     assert status["serving"]["url"] == url
+    grpc_target = f"digits-predictor.{namespace}.svc.cluster.local:8081"
+    assert status["serving"]["grpcAddress"] == grpc_target
     assert status["observedGeneration"] == 1
     assert status["training"]["epochs"] == 5
     for cond in status["conditions"]:

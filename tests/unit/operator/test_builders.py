@@ -10,7 +10,7 @@ from modelservice_operator.builders.hpa import build_hpa
 from modelservice_operator.builders.job import build_job
 from modelservice_operator.builders.pdb import build_pdb
 from modelservice_operator.builders.pvc import build_pvc, store_claim
-from modelservice_operator.builders.service import build_service, service_url
+from modelservice_operator.builders.service import build_service, grpc_address, service_url
 from modelservice_operator.models import ModelServiceSpec, ServingSpec, StorageSpec
 from modelservice_operator.names import ANNOTATION_SPEC_HASH, training_hash
 from modelservice_operator.settings import OperatorSettings
@@ -193,6 +193,10 @@ def test_service_and_url(owner: Owner) -> None:
     }
     assert service_url(owner) == (
         "http://digits-predictor.ml.svc.cluster.local:8080/v2/models/digits"
+    )
+    assert grpc_address(owner) == "digits-predictor.ml.svc.cluster.local:8081"
+    assert (
+        grpc_address(owner, "example.internal") == "digits-predictor.ml.svc.example.internal:8081"
     )
 
 

@@ -134,6 +134,7 @@ async def test_sample_trains_gates_and_serves(kube: FakeKube) -> None:
     }
     assert ms["status"]["serving"]["ready"] == "1/1"
     assert ms["status"]["serving"]["url"].endswith(":8080/v2/models/digits")
+    assert ms["status"]["serving"]["grpcAddress"].endswith("-predictor.ml.svc.cluster.local:8081")
     assert ms["status"]["observedGeneration"] == 1
 
     # Level-based and quiet: nothing changes, nothing is written.
