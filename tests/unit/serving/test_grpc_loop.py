@@ -296,6 +296,10 @@ def test_the_clients_deadline_is_kept_by_the_server(server_factory: ServerFactor
             client.send(good, _message())
             assert client.ended(good)[b"grpc-status"] == b"0"
             assert server.counter.batches == [1]
+            # The largest timeout the header can say (11,400 years) is kept, not overflowed.
+            forever = client.start(extra=(("grpc-timeout", "99999999H"),))
+            client.send(forever, _message())
+            assert client.ended(forever)[b"grpc-status"] == b"0"
         finally:
             client.sock.close()
 
