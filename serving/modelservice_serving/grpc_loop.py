@@ -60,13 +60,14 @@ MODEL_INFER = f"/{protocol_grpc.SERVICE}/ModelInfer".encode()
 # to the body limit need no WINDOW_UPDATE round trip.
 STREAM_WINDOW = 1 << 20
 CONNECTION_WINDOW = 1 << 30
+# grpc-encoding -> zlib's wbits for it (gRPC's "deflate" is the zlib format, RFC 1950).
+_ENCODINGS = {b"gzip": 16 + zlib.MAX_WBITS, b"deflate": zlib.MAX_WBITS}
+_ACCEPT_ENCODING = b",".join((b"identity", *_ENCODINGS))
 _HEAD = (
     http2.STATUS_200
     + http2.GRPC_CONTENT_TYPE
-    + http2.literal(b"grpc-accept-encoding", b"identity,deflate,gzip")
+    + http2.literal(b"grpc-accept-encoding", _ACCEPT_ENCODING)
 )
-# grpc-encoding -> zlib's wbits for it (gRPC's "deflate" is the zlib format, RFC 1950).
-_ENCODINGS = {b"gzip": 16 + zlib.MAX_WBITS, b"deflate": zlib.MAX_WBITS}
 _OK = http2.literal(b"grpc-status", b"0")
 _UNPARSEABLE = "the request message is not a valid protobuf message of the method's type"
 _CANCELLED = grpc.StatusCode.CANCELLED.value[0]
@@ -507,7 +508,7 @@ class GrpcConnection(asyncio.Protocol):
                     call,
                     grpc.StatusCode.UNIMPLEMENTED,
                     f"grpc-encoding {encoding.decode('latin-1')!r} is not supported",
-                    (("grpc-accept-encoding", b"identity,deflate,gzip"),),
+                    (("grpc-accept-encoding", _ACCEPT_ENCODING),),
                 )
                 return
         expected = server.expected_token

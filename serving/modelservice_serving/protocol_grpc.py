@@ -182,18 +182,12 @@ class InferCall:
         return cls(model, batcher, inputs, rows, wanted, request.id)
 
     def response(self, outputs: Tensors) -> pb.ModelInferResponse:
-        model = self.model
-        response = pb.ModelInferResponse(
-            model_name=model.name, model_version=model.version, id=self.request_id
-        )
-        for name, datatype in self.wanted:
-            value = outputs[name]
-            response.outputs.add(name=name, datatype=datatype, shape=value.shape)
-            response.raw_output_contents.append(binary.to_bytes(value, datatype))
-        return response
+        """The answer as a message, for the handlers that return one (grpcio's server,
+        ModelStreamInfer): :meth:`serialized`, parsed."""
+        return pb.ModelInferResponse.FromString(self.serialized(outputs))
 
     def serialized(self, outputs: Tensors) -> bytes:
-        """:meth:`response`'s message as bytes, the same bytes, without building it.
+        """The answer's ModelInferResponse as bytes, without building the message.
 
         A protobuf message is its fields in order, each a key and, for strings, bytes and
         messages, a length and the content. The parts that repeat call after call (the
